@@ -1,0 +1,5 @@
+import sys
+
+from lkseg.cli import main
+
+sys.exit(main())
