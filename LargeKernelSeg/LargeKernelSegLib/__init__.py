@@ -1,0 +1,42 @@
+"""Slicer-independent glue of the LargeKernelSeg module.
+
+Plain functions on numpy arrays, VTK objects (``vtkMatrix4x4``, ``vtkImageData``) and ``lkseg``
+objects, so they are tested with real VTK outside Slicer (Testing/test_slicer_glue.py). Nothing
+here imports slicer, qt or ctk, and nothing imports torch at import time.
+"""
+
+from .dependencies import REQUIREMENTS, install_prompt, missing_modules, pip_requirements
+from .geometry import (
+    array_from_vtk_image,
+    image_from_volume_arrays,
+    labels_to_vtk_image,
+    numpy_to_vtk_matrix,
+    vtk_image_from_array,
+    vtk_matrix_to_numpy,
+)
+from .messages import user_message
+from .paths import EXPORT_FORMATS, export_path, sanitize_case_id
+from .segments import (
+    LABEL_VALUE_TAG,
+    SegmentSpec,
+    compose_label_map,
+    label_value_for_segment,
+    parse_terminology_entry,
+    segment_id_list,
+    segment_specs,
+    segmentation_name,
+    table_from_text,
+    table_to_text,
+    terminology_entry,
+)
+from .settings import PanelSettings, atomic_write_text, default_settings_dir
+from .summary import JobView, card_summary, job_view, read_progress
+
+__all__ = [
+    "EXPORT_FORMATS", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
+    "array_from_vtk_image", "atomic_write_text", "card_summary", "compose_label_map", "default_settings_dir",
+    "export_path", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
+    "labels_to_vtk_image", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",
+    "pip_requirements", "read_progress", "sanitize_case_id", "segment_id_list", "segment_specs",
+    "segmentation_name", "table_from_text", "table_to_text", "terminology_entry", "user_message", "vtk_image_from_array", "vtk_matrix_to_numpy",
+]

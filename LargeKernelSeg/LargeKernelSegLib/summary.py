@@ -1,0 +1,90 @@
+"""Short texts for the panel: a model card's summary and a fine-tuning job's progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def card_summary(card: Any) -> str:
+    """A few plain lines: architecture, labels, spacing, training data and metrics of a ``ModelCard``."""
+    table = card.labels
+    names = ", ".join(label.name for label in sorted(table.labels, key=lambda lab: lab.value))
+    pre = card.preprocessing
+    spacing = "native" if pre.spacing is None else " x ".join(f"{s:g}" for s in pre.spacing) + " mm"
+    intensity = pre.intensity.get("mode", "none") if isinstance(pre.intensity, dict) else str(pre.intensity)
+    lines = [
+        f"Architecture: {card.architecture}",
+        f"Organs ({len(table.labels)}): {names}",
+        f"Resampled to: {spacing}, orientation {pre.orientation}, intensity {intensity}",
+    ]
+    prov = card.provenance
+    data = prov.training_data or {}
+    if data:
+        lines.append("Trained on: " + ", ".join(f"{k} {v}" for k, v in data.items()))
+    if prov.metrics:
+        lines.append("Metrics: " + ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in prov.metrics.items()))
+    if prov.notes:
+        lines.append(prov.notes)
+    return "\n".join(lines)
+
+
+@dataclass
+class JobView:
+    """What the fine-tuning section shows for one job."""
+
+    state: str
+    fraction: float | None
+    text: str
+    finished: bool
+    best: str | None
+
+
+def read_progress(job_dir: Path) -> list[dict]:
+    """Rows of ``progress.jsonl`` (a half-written last line is skipped)."""
+    rows = []
+    try:
+        lines = (Path(job_dir) / "progress.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def job_view(status: dict, rows: list[dict], total_steps: int | None = None) -> JobView:
+    """Progress fraction and a one-line text from ``jobs.job_status`` and the progress rows."""
+    state = str(status.get("state", "unknown"))
+    finished = state in ("done", "failed", "cancelled")
+    best = next((r.get("best") for r in reversed(rows) if r.get("event") == "done" and r.get("best")), None)
+    steps = [r for r in rows if "step" in r and r.get("event") != "done"]
+    last = steps[-1] if steps else {}
+    dice = next((r["val_dice"] for r in reversed(steps) if r.get("val_dice") is not None), None)
+    fraction = None
+    if state == "done":
+        fraction = 1.0
+    elif total_steps and last.get("step") is not None:
+        fraction = max(0.0, min(1.0, float(last["step"]) / float(total_steps)))
+    parts = [state.capitalize()]
+    if last.get("step") is not None:
+        parts.append(f"step {last['step']}" + (f"/{total_steps}" if total_steps else ""))
+    if last.get("loss") is not None:
+        parts.append(f"loss {float(last['loss']):.4f}")
+    if dice is not None:
+        parts.append(f"validation Dice {float(dice):.3f}")
+    if last.get("eta_s") and not finished:
+        parts.append(f"about {max(1, round(float(last['eta_s']) / 60))} min left")
+    if state == "failed" and status.get("error"):
+        parts.append(str(status["error"]).strip().splitlines()[-1][:200])
+    return JobView(state, fraction, ", ".join(parts), finished, best)
