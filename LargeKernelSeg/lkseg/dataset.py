@@ -467,3 +467,33 @@ def _header(path: Path) -> tuple[tuple, tuple, tuple, tuple]:
 
 def _same_geometry(a: tuple, b: tuple, atol: float = 1e-4) -> bool:
     return a[0] == b[0] and all(np.allclose(x, y, atol=atol) for x, y in zip(a[1:], b[1:]))
+
+
+def load_label_table(spec: str | os.PathLike) -> Any:
+    """A label table from a built-in name (``BTCV``, ``AMOS``, ``FLARE21``...), a JSON file
+    (a list of labels, or ``{"name", "labels"}``, or a ``dataset.json``), or a checkpoint
+    (``.safetensors``: its card's table)."""
+    labels = _labels_module()
+    path = Path(spec)
+    if path.suffix == ".safetensors" and path.is_file():
+        from lkseg.checkpoint import read_card
+        return read_card(path).labels
+    if path.suffix == ".json" or path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DatasetError(f"cannot read the label table {path}: {exc}") from None
+        if isinstance(data, dict) and ("lkseg_labels" in data or "training" in data):
+            return _table_from_json(data, path)
+        try:
+            if isinstance(data, list):
+                return labels.LabelTable.from_list(data, name=path.stem)
+            return labels.LabelTable.from_list(data["labels"], name=data.get("name", path.stem))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{path} is not a label table ({exc}); expected a list of "
+                               "{value, name, color} objects or {\"name\", \"labels\"}") from None
+    try:
+        return labels.get_table(str(spec))
+    except (KeyError, ValueError, LkSegError) as exc:
+        raise DatasetError(f"unknown label table {str(spec)!r}: give a built-in name (BTCV, AMOS, FLARE21), "
+                           f"a JSON file or a checkpoint ({exc})") from None
