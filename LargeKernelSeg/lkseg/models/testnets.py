@@ -1,0 +1,60 @@
+"""A network whose output is known exactly, for testing geometry, inference and checkpoints.
+
+``ThresholdNet`` ("threshold-test", hidden from ``lkseg models``) labels every voxel by the
+intensity band it falls in: background where ``x < thresholds[0]``, class ``c`` (1..n) where
+``thresholds[c-1] <= x < thresholds[c]`` (the last band is open-ended). It is purely
+voxel-wise (no spatial mixing), so any resampling, orientation or sliding-window mistake
+shows up as a label in the wrong place. Not a published network.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from lkseg.models.registry import register
+
+#: logit of the winning class (all others are 0), so softmax is confident and argmax exact
+LOGIT = 10.0
+
+
+@register("threshold-test", paper_config={"thresholds": [0.5]}, small_config={"thresholds": [0.5]},
+          description="test network: labels voxels by intensity band (output known exactly)", hidden=True)
+class ThresholdNet(nn.Module):
+    """Voxel-wise intensity-band classifier with one learnable scale per output channel.
+
+    The ``scale`` parameter (initialised to 1, shape ``[out_channels]``) keeps the state dict
+    non-empty and its shape tied to the number of classes, so checkpoint code can detect a
+    label table that disagrees with the weights.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 2, thresholds: Sequence[float] = (0.5,)) -> None:
+        super().__init__()
+        thresholds = [float(t) for t in thresholds]
+        if in_channels != 1:
+            raise ValueError(f"threshold-test takes 1 input channel, got in_channels={in_channels}")
+        if not thresholds:
+            raise ValueError("threshold-test needs at least one threshold")
+        if any(b <= a for a, b in zip(thresholds, thresholds[1:])):
+            raise ValueError(f"threshold-test thresholds must increase strictly, got {thresholds}")
+        if out_channels != len(thresholds) + 1:
+            raise ValueError(f"threshold-test with {len(thresholds)} threshold(s) has {len(thresholds) + 1} "
+                             f"classes (background included), but out_channels={out_channels}; give one threshold "
+                             "per foreground label")
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.register_buffer("thresholds", torch.tensor(thresholds, dtype=torch.float32), persistent=False)
+        self.scale = nn.Parameter(torch.ones(out_channels))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class index per voxel of ``x`` (shape ``[B, 1, *spatial]`` -> ``[B, *spatial]``, int64)."""
+        v = x[:, 0].float()
+        return (v.unsqueeze(-1) >= self.thresholds).sum(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = self.classify(x)
+        shape = (1, self.out_channels) + (1,) * (x.dim() - 2)
+        channels = torch.arange(self.out_channels, device=x.device).view(shape)
+        onehot = (cls.unsqueeze(1) == channels).to(x.dtype)
+        return onehot * (LOGIT * self.scale.to(x.dtype).view(shape))
