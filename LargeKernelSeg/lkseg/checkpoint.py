@@ -320,16 +320,29 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _official_mapping(architecture: str) -> Callable[[dict], dict] | None:
+def _official_mapping(card: ModelCard) -> tuple[Callable[..., dict] | None, dict[str, Any]]:
+    """The architecture module's ``official_to_lkseg`` (or None) and the full configuration."""
     from lkseg.models.registry import get_spec
 
     try:
-        spec = get_spec(architecture)
+        spec = get_spec(card.architecture)
     except KeyError:
-        return None  # build_from_card reports the unknown architecture
+        return None, {}  # build_from_card reports the unknown architecture
     module = sys.modules.get(spec.constructor.__module__)
     fn = getattr(module, "official_to_lkseg", None)
-    return fn if callable(fn) else None
+    return (fn if callable(fn) else None), {**spec.paper_config, **card.hyperparameters}
+
+
+def _matching_kwargs(fn: Callable, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """The card's hyper-parameters that ``fn`` takes as keyword arguments (e.g. ``deep_supervision``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return {}
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in hyperparameters.items() if k in names}
 
 
 def import_official(src: str | os.PathLike, card: ModelCard, dst: str | os.PathLike,
@@ -354,13 +367,13 @@ def import_official(src: str | os.PathLike, card: ModelCard, dst: str | os.PathL
         raise CheckpointError(f"output {dst} is the input file; choose another output")
     state = _strip_prefix(_extract_state_dict(_torch_load_weights(src), src))
     model = build_from_card(card, src)
-    mapping = _official_mapping(card.architecture)
+    mapping, config = _official_mapping(card)
     if mapping is not None:
         names = set(model.state_dict())
         if not set(state) <= names:  # already-native names pass through unchanged
             try:
-                state = mapping(state)
-            except (KeyError, ValueError) as exc:
+                state = mapping(state, **_matching_kwargs(mapping, config))
+            except (KeyError, ValueError, LkSegError) as exc:
                 raise CheckpointError(f"{src}: cannot map official weight names onto {card.architecture!r}: "
                                       f"{exc}") from None
     check_state_dict(model, state, card, src)

@@ -1,0 +1,65 @@
+"""``lkseg info CKPT``: describe a checkpoint (model card, file size, sha256, parameter count)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a checkpoint: architecture, labels, preprocessing, provenance")
+    p.add_argument("checkpoint", type=Path, help="native checkpoint (.safetensors)")
+    p.add_argument("--json", action="store_true", help="print the raw model card as JSON")
+    p.add_argument("--check", action="store_true",
+                   help="also build the network and load the weights strictly (slower; proves the file works)")
+    p.set_defaults(func=run)
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def _parameter_count(card) -> int | None:
+    """Parameters of the card's network, built on the meta device (no memory, no weights read)."""
+    import torch
+
+    from lkseg.checkpoint import build_from_card
+    from lkseg.errors import LkSegError
+    from lkseg.models.registry import count_parameters
+
+    try:
+        with torch.device("meta"):
+            return count_parameters(build_from_card(card))
+    except (LkSegError, RuntimeError, NotImplementedError):
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from lkseg.checkpoint import file_sha256, load_checkpoint, read_card, tensor_shapes
+
+    path: Path = args.checkpoint
+    card = read_card(path)
+    if args.check:
+        load_checkpoint(path)
+    if args.json:
+        print(json.dumps(card.to_dict(), indent=2))
+        return 0
+    shapes = tensor_shapes(path)
+    n_values = sum(math.prod(shape) for shape, _ in shapes.values())
+    dtypes = sorted({dtype for _, dtype in shapes.values()})
+    n_params = _parameter_count(card)
+    print(f"Checkpoint:     {path}")
+    print(f"File size:      {_size(path.stat().st_size)}")
+    print(f"SHA-256:        {file_sha256(path)}")
+    params = f"{n_params:,}; " if n_params is not None else ""
+    print(f"Parameters:     {params}file holds {len(shapes)} tensors, {n_values:,} values ({', '.join(dtypes)})")
+    print(card.summary())
+    if args.check:
+        print("Check:          weights load strictly into the network")
+    return 0
