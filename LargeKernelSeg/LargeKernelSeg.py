@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import traceback
 from typing import Annotated
 
@@ -206,22 +205,24 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.updateButtons()
 
     def onSegmentTimer(self):
-        state, fraction, stage = self.logic.poll()
+        state, fraction, stage = self.logic.task.poll()
         self.ui.segmentProgressBar.value = int(100 * fraction)
-        self.ui.statusLabel.text = stage
+        self.ui.statusLabel.text = stage or "Segmenting..."
         if state == "running":
             return
         self.segmentTimer.stop()
         self.ui.segmentProgressBar.visible = False
         p = self._parameterNode
         try:
-            result = self.logic.takeResult()
-            seg = self.logic.showResult(p.inputVolume, result, p.outputSegmentation, p.showSurfaces)
-            p.outputSegmentation = seg
-            t = sum(result.timings.values()) if getattr(result, "timings", None) else 0.0
-            self.ui.statusLabel.text = f"Done: {len(glue.segment_specs(result.table))} organs on {result.device} in {t:.0f} s."
+            result = self.logic.task.result()
+            p.outputSegmentation = self.logic.showResult(p.inputVolume, result, p.outputSegmentation, p.showSurfaces)
+            seconds = sum(getattr(result, "timings", {}).values())
+            self.ui.statusLabel.text = f"Done: {len(glue.segment_specs(result.table))} organs on {result.device} in {seconds:.0f} s."
         except Exception as exc:
-            self.showError(exc)
+            if state == "cancelled":
+                self.ui.statusLabel.text = glue.user_message(exc)
+            else:
+                self.showError(exc)
         self.updateButtons()
 
     def onEditInSegmentEditor(self):
@@ -311,11 +312,7 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         ScriptedLoadableModuleLogic.__init__(self)
         self._client = None
         self._clientDevice = None
-        self._thread = None
-        self._cancel = threading.Event()
-        self._progress = (0.0, "")
-        self._result = None
-        self._error = None
+        self.task = None
 
     def getParameterNode(self):
         return LargeKernelSegParameterNode(super().getParameterNode())
@@ -360,49 +357,30 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         return read_card(self.resolveCheckpoint(path))
 
     def isRunning(self):
-        return self._thread is not None and self._thread.is_alive()
+        return self.task is not None and self.task.running
 
-    def startSegmentation(self, volumeNode, checkpoint, device="auto"):
-        """Start segmenting ``volumeNode`` in the background; poll with :meth:`poll`."""
-        if self.isRunning():
-            raise RuntimeError("a segmentation is already running")
+    def volumeToImage(self, volumeNode):
         ijkToRas = vtk.vtkMatrix4x4()
         volumeNode.GetIJKToRASMatrix(ijkToRas)
-        image = glue.image_from_volume_arrays(slicer.util.arrayFromVolume(volumeNode), ijkToRas)
-        if self._client is None or self._clientDevice != device:
+        return glue.image_from_volume_arrays(slicer.util.arrayFromVolume(volumeNode), ijkToRas)
+
+    def startSegmentation(self, volumeNode, checkpoint, device="auto"):
+        """Segment ``volumeNode`` in the worker process, from a background thread; returns the task to poll."""
+        if self.isRunning():
+            raise RuntimeError("a segmentation is already running")
+        image = self.volumeToImage(volumeNode)
+        if self._client is None or self._clientDevice != device:  # one worker: the model stays loaded
             self.close()
             from lkseg.worker_client import WorkerClient
             self._client, self._clientDevice = WorkerClient(device=device), device
-        self._cancel, self._result, self._error = threading.Event(), None, None
-        self._progress = (0.0, "Starting the segmentation engine...")
-        client, cancel = self._client, self._cancel
-
-        def progress(fraction, stage=""):
-            self._progress = (float(fraction), str(stage))
-
-        def work():  # worker thread: no Slicer or Qt calls here
-            try:
-                self._result = client.segment(image, checkpoint, progress=progress, cancel_event=cancel)
-            except BaseException as exc:  # handed to the main thread by poll()/takeResult()
-                self._error = exc
-
-        self._thread = threading.Thread(target=work, name="LargeKernelSeg", daemon=True)
-        self._thread.start()
-
-    def poll(self):
-        """("running" | "done" | "failed", fraction, stage) for the main thread's timer."""
-        fraction, stage = self._progress
-        if self.isRunning():
-            return "running", fraction, stage or "Segmenting..."
-        return ("failed" if self._error else "done"), fraction, stage
-
-    def takeResult(self):
-        if self._error is not None:
-            raise self._error
-        return self._result
+        client = self._client
+        self.task = glue.BackgroundTask(  # the thread only talks to the worker, never to Slicer
+            lambda progress, cancel: client.segment(image, checkpoint, progress=progress, cancel_event=cancel))
+        return self.task.start()
 
     def cancel(self):
-        self._cancel.set()
+        if self.task is not None:
+            self.task.cancel()
         if self._client is not None:
             try:
                 self._client.cancel()
@@ -460,9 +438,7 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
     def segmentationToLabels(self, segmentationNode, volumeNode, table=None):
         """(volume Image, label Image) from the (edited) segmentation on the volume's grid."""
         table = table or self.segmentationTable(segmentationNode)
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        image = glue.image_from_volume_arrays(slicer.util.arrayFromVolume(volumeNode), ijkToRas)
+        image = self.volumeToImage(volumeNode)
         values = json.loads(segmentationNode.GetAttribute(VALUES_ATTRIBUTE) or "{}")
         segmentation, masks, skipped = segmentationNode.GetSegmentation(), [], []
         for index in range(segmentation.GetNumberOfSegments()):
@@ -555,11 +531,11 @@ class LargeKernelSegTest(ScriptedLoadableModuleTest):
         volume = slicer.util.addVolumeFromArray(array, ijkToRas, name="Synthetic CT")
         checkpoint = logic.resolveCheckpoint("")
         card = logic.readCard("")
-        logic.startSegmentation(volume, checkpoint, "cpu")
+        task = logic.startSegmentation(volume, checkpoint, "cpu")
         while logic.isRunning():
             slicer.app.processEvents()
-            self.assertIn(logic.poll()[0], ("running", "done"))
-        result = logic.takeResult()
+        self.assertEqual(task.poll()[0], "done")
+        result = task.result()
         self.assertEqual(result.labels.array.shape, array.shape)
         seg = logic.showResult(volume, result, None, showSurfaces=True)
         segmentation = seg.GetSegmentation()

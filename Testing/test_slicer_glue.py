@@ -234,3 +234,88 @@ def test_card_summary_when_cards_exist():
     text = glue.card_summary(card)
     assert "uxnet" in text and "1.5 x 1.5 x 2 mm" in text and "FLARE21" in text and "dice 0.900" in text
     assert glue.segment_specs(card) == glue.segment_specs(card.labels)
+
+
+def test_terminology_matches_the_seg_nrrd_writer_and_keeps_laterality():
+    labels = pytest.importorskip("lkseg.labels")
+    export = pytest.importorskip("lkseg.export")
+    table = labels.get_table("BTCV")
+    with_modifier = [lab for lab in table.labels if getattr(lab, "modifier", None) is not None]
+    assert with_modifier, "BTCV has left/right kidneys and adrenal glands"
+    for spec in glue.segment_specs(table):
+        label = table.by_value(spec.value)
+        assert "TerminologyEntry:" + spec.terminology == export.terminology_tag(label)
+    kidneys = [glue.parse_terminology_entry(s.terminology) for s in glue.segment_specs(table) if "kidney" in s.name.lower()]
+    assert len({k["type_modifier"] for k in kidneys}) == 2  # left and right stay distinct
+
+
+def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_checkpoint):
+    """The panel's flow without Slicer: volume arrays -> Image -> segment in a thread -> VTK label map."""
+    import threading
+
+    from lkseg.checkpoint import read_card
+    from lkseg.inference import Segmenter
+
+    m = _oblique_flipped_ijk_to_ras()
+    array = np.zeros((12, 20, 18), np.float32)
+    array[2:6, 3:12, 4:10] = 1.0   # organ1 band (0.5 <= x < 1.5)
+    array[7:11, 10:18, 8:16] = 2.0  # organ2 band
+    image = glue.image_from_volume_arrays(array, glue.numpy_to_vtk_matrix(m))
+    segmenter = Segmenter.from_checkpoint(threshold_checkpoint, "cpu")
+    seen = []
+
+    def run(progress, cancel):
+        seen.append(threading.current_thread().name)
+        return segmenter.segment(image, progress=progress, cancel=cancel)
+
+    task = glue.BackgroundTask(run, name="lkseg-test")
+    assert task.poll()[0] == "running"  # not started yet counts as pending
+    task.start()
+    assert task.wait(60)
+    state, fraction, _ = task.poll()
+    assert state == "done" and fraction == 1.0 and seen == ["lkseg-test"]
+    result = task.result()
+    np.testing.assert_array_equal(result.labels.array, np.where(array >= 1.5, 2, np.where(array >= 0.5, 1, 0)))
+    vtk_image, matrix = glue.labels_to_vtk_image(result.labels)
+    np.testing.assert_allclose(glue.vtk_matrix_to_numpy(matrix), m, atol=1e-9)
+    specs = glue.segment_specs(result.table)
+    assert [s.name for s in specs] == ["organ1", "organ2"] and glue.segment_id_list(specs) == ["organ1", "organ2"]
+    assert glue.card_summary(read_card(threshold_checkpoint)).startswith("Architecture: threshold-test")
+
+    cancelled = glue.BackgroundTask(lambda progress, cancel: segmenter.segment(image, progress=progress, cancel=cancel))
+    cancelled.cancel()  # cancelled before the first window batch
+    cancelled.start()
+    assert cancelled.wait(60)
+    assert cancelled.poll()[0] == "cancelled"
+    with pytest.raises(Cancelled):
+        cancelled.result()
+    assert glue.user_message(Cancelled()) == "Stopped: the operation was cancelled."
+
+    failing = glue.BackgroundTask(lambda progress, cancel: 1 / 0).start()
+    assert failing.wait(10) and failing.poll()[0] == "failed"
+    with pytest.raises(ZeroDivisionError):
+        failing.result()
+
+
+def test_corrected_masks_go_into_a_local_dataset(tmp_path):
+    """Export: per-segment masks (as arrayFromSegmentBinaryLabelmap returns them) -> label map -> dataset case."""
+    labels_mod = pytest.importorskip("lkseg.labels")
+    from lkseg.dataset import LocalDataset
+
+    table = labels_mod.get_table("FLARE21")
+    m = _oblique_flipped_ijk_to_ras()
+    image = glue.image_from_volume_arrays(np.random.default_rng(1).normal(size=(6, 7, 8)).astype(np.float32), m)
+    specs = glue.segment_specs(table)
+    masks = []
+    for i, spec in enumerate(specs):
+        mask = np.zeros(image.array.shape, np.uint8)
+        mask[i] = 1
+        value = glue.label_value_for_segment(spec.name.upper(), str(spec.value), table)
+        masks.append((value, mask))
+    labels = image.with_array(glue.compose_label_map(masks, image.array.shape))
+    ds = LocalDataset.open_or_create(tmp_path / "ds", table)
+    case_id = ds.add_case(image, labels, table, case_id=glue.sanitize_case_id("Patient 7 / CT"))
+    assert case_id == "Patient_7_CT" and ds.cases() == ["Patient_7_CT"]
+    img2, lab2 = ds.read_case(case_id)
+    np.testing.assert_array_equal(lab2.array, labels.array)
+    assert lab2.same_grid(image)

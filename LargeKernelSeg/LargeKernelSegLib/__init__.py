@@ -31,9 +31,10 @@ from .segments import (
 )
 from .settings import PanelSettings, atomic_write_text, default_settings_dir
 from .summary import JobView, card_summary, job_view, read_progress
+from .task import BackgroundTask
 
 __all__ = [
-    "EXPORT_FORMATS", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
+    "BackgroundTask", "EXPORT_FORMATS", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
     "array_from_vtk_image", "atomic_write_text", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",

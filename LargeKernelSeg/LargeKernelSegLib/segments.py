@@ -45,7 +45,8 @@ def terminology_entry(label: Any) -> str:
     if getattr(label, "type", None) is None:
         return ""
     category = label.category if label.category is not None else ANATOMICAL_STRUCTURE
-    return "~".join([TERMINOLOGY_CONTEXT, _code_text(category), _code_text(label.type), "^^",
+    modifier = getattr(label, "modifier", None)  # laterality, e.g. SCT 24028007 Right
+    return "~".join([TERMINOLOGY_CONTEXT, _code_text(category), _code_text(label.type), _code_text(modifier),
                      ANATOMIC_CONTEXT, "^^", "^^"])
 
 
