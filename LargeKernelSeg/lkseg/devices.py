@@ -1,0 +1,53 @@
+"""Choosing the compute device and its mixed-precision setting."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+from lkseg.errors import LkSegError
+
+log = logging.getLogger(__name__)
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when available, then Apple MPS, else CPU; explicit names are checked."""
+    if isinstance(device, torch.device):
+        name = device.type
+    else:
+        name = str(device).strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    base = name.split(":")[0]
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise LkSegError("--device cuda was asked for but no CUDA GPU is available; use --device auto or cpu")
+        return torch.device(name if isinstance(device, str) else device)
+    if base == "mps":
+        if not mps_available():
+            raise LkSegError("--device mps was asked for but Apple MPS is not available; use --device auto or cpu")
+        return torch.device("mps")
+    if base == "cpu":
+        return torch.device("cpu")
+    raise LkSegError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
