@@ -1,0 +1,168 @@
+"""The Segmenter: OOM ladder, cancellation, progress, TTA, largest component, checkpoints, devices."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lkseg.errors import Cancelled, LkSegError
+from lkseg.image import Image
+from lkseg.imageio import read_image, write_image
+from lkseg.inference import Segmenter, segment_file
+from lkseg.sliding_window import gaussian_map, window_starts
+
+
+def ball_image(n: int = 40, extra_blob: bool = False) -> Image:
+    """Identity-direction cube: a ball of intensity 1 holding a smaller ball of intensity 2."""
+    k, j, i = np.meshgrid(*[np.arange(n)] * 3, indexing="ij")
+    c = (n - 1) / 2
+    d = np.sqrt((i - c) ** 2 + (j - c) ** 2 + (k - c) ** 2)
+    arr = np.where(d < n * 0.15, 2.0, np.where(d < n * 0.35, 1.0, 0.0)).astype(np.float32)
+    if extra_blob:
+        arr[1:4, 1:4, 1:4] = 1.0  # detached from the big ball
+    return Image(arr, (1.0, 1.0, 1.0), (3.0, -2.0, 7.0), np.eye(3))
+
+
+def test_window_tiling_and_gaussian() -> None:
+    assert window_starts(40, 16, 0.5) == [0, 8, 16, 24]
+    assert window_starts(41, 16, 0.5) == [0, 8, 16, 24, 25]
+    assert window_starts(10, 16, 0.5) == [0]
+    g = gaussian_map((16, 16, 16))
+    assert float(g.max()) == pytest.approx(1.0) and float(g.min()) > 0
+    assert torch.equal(g, g.flip(0)) and torch.equal(g, g.flip(2))
+
+
+@pytest.fixture
+def reference(threshold_card):
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=4)
+    image = ball_image()
+    result = Segmenter(model, card, device="cpu").segment(image)
+    return image, result
+
+
+def test_oom_ladder_halves_batches_then_stitches_on_cpu(threshold_card, reference) -> None:
+    image, expected = reference
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=4)
+    buffers = (3 + 1) * 40 ** 3 * 4  # blended probabilities + weights, float32
+    one_window = (1 + 3) * 16 ** 3 * 4
+    # the buffers fit, but not together with even one window: 4 -> 2 -> 1 -> CPU stitching
+    seg = Segmenter(model, card, device="cpu", memory_limit_bytes=buffers + one_window // 2)
+    result = seg.segment(image)
+    np.testing.assert_array_equal(result.labels.array, expected.labels.array)
+    text = " | ".join(result.notes)
+    assert "retrying with 2" in text and "retrying with 1" in text
+    assert "stitching on the CPU" in text
+
+
+def test_oom_when_buffers_do_not_fit(threshold_card, reference) -> None:
+    image, expected = reference
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=4)
+    one_window = (1 + 3) * 16 ** 3 * 4
+    result = Segmenter(model, card, device="cpu", memory_limit_bytes=2 * one_window).segment(image)
+    np.testing.assert_array_equal(result.labels.array, expected.labels.array)
+    assert any("buffers do not fit" in n for n in result.notes)
+    assert any("retrying with 2" in n for n in result.notes)
+
+
+def test_oom_gives_up_with_clear_error(threshold_card) -> None:
+    model, card = threshold_card(roi=(16, 16, 16))
+    seg = Segmenter(model, card, device="cpu", memory_limit_bytes=1000)
+    with pytest.raises(LkSegError, match="out of memory.*one window"):
+        seg.segment(ball_image())
+
+
+def test_progress_is_monotonic_and_reaches_one(threshold_card) -> None:
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=2)
+    seen: list[tuple[float, str]] = []
+    result = Segmenter(model, card, device="cpu").segment(ball_image(), progress=lambda f, s: seen.append((f, s)))
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions)
+    assert fractions[-1] == 1.0 and fractions[0] == 0.0
+    assert sum(1 for _, s in seen if s == "model") == 64 // 2  # one report per window batch
+    assert {"preprocess", "model", "resample", "postprocess", "total"} <= set(result.timings)
+    assert result.device == "cpu"
+
+
+def test_cancel_between_window_batches(threshold_card) -> None:
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=1)
+    cancel = threading.Event()
+    batches = []
+
+    def progress(fraction: float, stage: str) -> None:
+        if stage == "model":
+            batches.append(fraction)
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        Segmenter(model, card, device="cpu").segment(ball_image(), progress=progress, cancel=cancel)
+    assert len(batches) == 1  # stopped right after the first of 64 batches
+
+
+def test_tta_runs_every_flip_and_agrees(threshold_card, reference) -> None:
+    image, expected = reference
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=4)
+    calls = []
+    model.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    result = Segmenter(model, card, device="cpu").segment(image, tta=True)
+    np.testing.assert_array_equal(result.labels.array, expected.labels.array)  # voxel-wise net: flip-invariant
+    assert len(calls) == 4 * (64 // 4)  # identity + 3 axis flips per window batch
+
+
+def test_largest_component_removes_detached_blob(threshold_card) -> None:
+    model, card = threshold_card(roi=(16, 16, 16))
+    image = ball_image(extra_blob=True)
+    seg = Segmenter(model, card, device="cpu")
+    plain = seg.segment(image).labels.array
+    cleaned = seg.segment(image, largest_component=True).labels.array
+    assert (plain[1:4, 1:4, 1:4] == 1).all()
+    assert (cleaned[1:4, 1:4, 1:4] == 0).all()
+    rest = np.ones(plain.shape, bool)
+    rest[1:4, 1:4, 1:4] = False
+    np.testing.assert_array_equal(cleaned[rest], plain[rest])
+
+
+def test_crop_foreground_and_constant_blend_give_same_labels(threshold_card, reference) -> None:
+    image, expected = reference
+    model, card = threshold_card(roi=(16, 16, 16), crop_foreground=True, blend="constant",
+                                 intensity={"mode": "window", "a_min": 0, "a_max": 4, "b_min": 0, "b_max": 4,
+                                            "clip": True})
+    result = Segmenter(model, card, device="cpu").segment(image, sw_batch_size=3)
+    np.testing.assert_array_equal(result.labels.array, expected.labels.array)
+
+
+def test_from_checkpoint_and_segment_file(tmp_path: Path, threshold_checkpoint: Path) -> None:
+    image = ball_image()
+    src = write_image(image, tmp_path / "ct.nrrd")
+    out = tmp_path / "out" / "labels.nii.gz"
+    result = segment_file(src, threshold_checkpoint, out, device="cpu")
+    back = read_image(out)
+    assert back.same_grid(image)
+    np.testing.assert_array_equal(back.array, result.labels.array)
+    assert set(np.unique(back.array)) == {0, 1, 2}
+    assert result.table.names == ["organ1", "organ2"]
+    assert "load" in result.timings and "write" in result.timings
+
+
+def test_device_choice(threshold_card) -> None:
+    model, card = threshold_card()
+    assert Segmenter(model, card, device="cpu").device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(LkSegError, match="CUDA"):
+            Segmenter(model, card, device="cuda")
+        assert Segmenter(model, card, device="auto").device.type in ("cpu", "mps")
+    with pytest.raises(LkSegError, match="unknown device"):
+        Segmenter(model, card, device="tpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu(threshold_card, reference) -> None:
+    image, expected = reference
+    model, card = threshold_card(roi=(16, 16, 16))
+    result = Segmenter(model, card, device="cuda").segment(image, tta=True)
+    assert result.device.startswith("cuda")
+    np.testing.assert_array_equal(result.labels.array, expected.labels.array)
