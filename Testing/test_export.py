@@ -1,0 +1,124 @@
+"""Export: Slicer .seg.nrrd read back by two independent readers, NIfTI labels, volumes, overlay PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from lkseg.errors import LkSegError
+from lkseg.export import organ_volumes, overlay_png, terminology_tag, write_labels, write_volumes
+from lkseg.image import Image
+from lkseg.imageio import read_image
+from lkseg.labels import BTCV, Code, Label, LabelTable
+
+
+def labelled(dtype=np.uint8) -> Image:
+    rng = np.random.default_rng(5)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    arr = np.zeros((6, 7, 8), dtype)
+    arr[1:4, 2:5, 3:7] = 6  # liver in BTCV
+    arr[4:6, 0:2, 0:3] = 1  # spleen
+    return Image(arr, (0.8, 1.25, 2.5), (10.0, -20.0, 30.5), q)
+
+
+def test_seg_nrrd_read_back_with_pynrrd_and_simpleitk(tmp_path: Path) -> None:
+    nrrd = pytest.importorskip("nrrd")
+    image = labelled()
+    path = write_labels(image, BTCV, tmp_path / "labels.seg.nrrd")
+    data, header = nrrd.read(str(path))
+    # pynrrd gives data in (i, j, k) order
+    np.testing.assert_array_equal(data.transpose(2, 1, 0), image.array)
+    assert header["space"] == "left-posterior-superior"
+    np.testing.assert_allclose(header["space directions"], (image.direction @ np.diag(image.spacing)).T)
+    np.testing.assert_allclose(header["space origin"], image.origin)
+    segments = {}
+    for n in range(len(BTCV)):
+        segments[int(header[f"Segment{n}_LabelValue"])] = n
+    assert sorted(segments) == BTCV.values
+    liver = BTCV.by_name("liver")
+    n = segments[liver.value]
+    assert header[f"Segment{n}_Name"] == "liver"
+    assert header[f"Segment{n}_Layer"] == "0"
+    assert header[f"Segment{n}_Extent"] == "0 7 0 6 0 5"
+    colour = [float(c) for c in header[f"Segment{n}_Color"].split()]
+    np.testing.assert_allclose(colour, np.array(liver.color) / 255.0, atol=1e-6)
+    tags = header[f"Segment{n}_Tags"]
+    assert tags.startswith("TerminologyEntry:Segmentation category and type - 3D Slicer General Anatomy list~"
+                           "SCT^123037004^Anatomical Structure~SCT^10200004^Liver~")
+    assert tags.endswith("~Anatomic codes - DICOM master list~^^~^^|")
+    assert header["Segmentation_MasterRepresentation"] == "Binary labelmap"
+
+    # SimpleITK reads the same voxels and geometry, and sees the custom fields
+    img = sitk.ReadImage(str(path))
+    back = read_image(path)
+    np.testing.assert_array_equal(back.array, image.array)
+    assert back.same_grid(image, atol=1e-9)
+    assert img.GetMetaData(f"Segment{n}_Name") == "liver"
+
+
+def test_terminology_with_laterality() -> None:
+    kidney = Label(2, "right kidney", (1, 2, 3), Code("SCT", "123037004", "Anatomical Structure"),
+                   Code("SCT", "64033007", "Kidney"), Code("SCT", "24028007", "Right"))
+    assert "~SCT^64033007^Kidney~SCT^24028007^Right~" in terminology_tag(kidney)
+    assert terminology_tag(Label(1, "x", (1, 2, 3))) == ""
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha"])
+def test_label_maps_round_trip(tmp_path: Path, suffix: str) -> None:
+    image = labelled(np.int64)
+    back = read_image(write_labels(image, BTCV, tmp_path / f"l{suffix}"))
+    assert back.array.dtype == np.uint8
+    np.testing.assert_array_equal(back.array, image.array)
+    assert back.same_grid(image, atol=1e-4)
+
+
+def test_many_classes_use_uint16(tmp_path: Path) -> None:
+    table = LabelTable([Label(v, f"s{v}", (v % 256, 0, 0)) for v in range(1, 301)])
+    arr = np.zeros((3, 4, 5), np.int32)
+    arr[0, 0, 0] = 300
+    back = read_image(write_labels(Image(arr), table, tmp_path / "big.seg.nrrd"))
+    assert back.array.dtype == np.uint16 and back.array[0, 0, 0] == 300
+
+
+def test_unknown_suffix(tmp_path: Path) -> None:
+    with pytest.raises(LkSegError, match="unknown label file type"):
+        write_labels(labelled(), BTCV, tmp_path / "labels.png")
+
+
+def test_volumes_in_ml(tmp_path: Path) -> None:
+    image = labelled()
+    rows = organ_volumes(image, BTCV)
+    by_name = {r["name"]: r for r in rows}
+    voxel_ml = 0.8 * 1.25 * 2.5 / 1000.0
+    assert by_name["liver"]["voxels"] == 3 * 3 * 4
+    assert by_name["liver"]["volume_ml"] == pytest.approx(36 * voxel_ml)
+    assert by_name["spleen"]["voxels"] == 2 * 2 * 3
+    assert by_name["aorta"]["voxels"] == 0
+    assert len(rows) == len(BTCV)
+
+    write_volumes(rows, tmp_path / "v.json")
+    assert json.loads((tmp_path / "v.json").read_text()) == rows
+    write_volumes(rows, tmp_path / "v.csv")
+    with open(tmp_path / "v.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert float(table[BTCV.values.index(6)]["volume_ml"]) == pytest.approx(36 * voxel_ml, abs=1e-3)
+    with pytest.raises(LkSegError):
+        write_volumes(rows, tmp_path / "v.xlsx")
+
+
+def test_overlay_png(tmp_path: Path) -> None:
+    image = labelled()
+    ct = image.with_array(np.where(image.array > 0, 40, -1000).astype(np.int16))
+    path = overlay_png(ct, image, BTCV, tmp_path / "overlay.png", n_slices=3)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image as mpimg
+
+    rgba = mpimg.imread(str(path))
+    assert rgba.shape[0] > 100 and rgba.shape[1] > 300
+    # the liver colour shows up (blended over grey)
+    assert (np.abs(rgba[..., 0] - rgba[..., 2]) > 0.05).any()
