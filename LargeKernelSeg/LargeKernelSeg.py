@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import traceback
 from typing import Annotated
 
@@ -313,6 +314,9 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         self._client = None
         self._clientDevice = None
         self.task = None
+        self.card = None  # model card of the running / last segmentation
+        # child processes (worker, training jobs) run sys.executable (PythonSlicer) and must find lkseg
+        os.environ["PYTHONPATH"] = glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH"))
 
     def getParameterNode(self):
         return LargeKernelSegParameterNode(super().getParameterNode())
@@ -368,6 +372,7 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         """Segment ``volumeNode`` in the worker process, from a background thread; returns the task to poll."""
         if self.isRunning():
             raise RuntimeError("a segmentation is already running")
+        self.card = self.readCard(checkpoint)  # a bad model file fails here, before any work starts
         image = self.volumeToImage(volumeNode)
         if self._client is None or self._clientDevice != device:  # one worker: the model stays loaded
             self.close()
@@ -398,7 +403,7 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
     def showResult(self, volumeNode, result, segmentationNode=None, showSurfaces=False):
         """Write a ``SegmentationResult`` into a segmentation node with the card's names, colours and codes."""
         specs = glue.segment_specs(result.table)
-        name = f"{volumeNode.GetName()} segmentation"
+        name = glue.segmentation_name(volumeNode.GetName(), self.card)
         if segmentationNode is None:
             segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         segmentationNode.GetSegmentation().RemoveAllSegments()
@@ -519,21 +524,49 @@ class LargeKernelSegTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_SegmentExport()
+        if slicer.util.mainWindow():  # the generic no-main-window tests cannot show the panel
+            self.setUp()
+            self.test_Panel()
+
+    def syntheticVolume(self):
+        import numpy as np
+        array = np.random.default_rng(0).normal(40, 20, (40, 48, 48)).astype(np.int16)
+        array[10:30, 12:36, 12:30] = 60
+        ijkToRas = np.array([[-0.9, 0, 0, 10], [0, -0.9, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]])
+        return array, slicer.util.addVolumeFromArray(array, ijkToRas, name="Synthetic CT")
+
+    def test_Panel(self):
+        """Click through the panel: Segment (with progress), the result node, Edit in Segment Editor."""
+        slicer.util.selectModule("LargeKernelSeg")
+        widget = slicer.util.getModuleWidget("LargeKernelSeg")
+        _, volume = self.syntheticVolume()
+        widget._parameterNode.inputVolume = volume
+        widget._parameterNode.device = "cpu"
+        widget.ui.applyButton.click()
+        self.assertEqual(widget.ui.applyButton.text, "Cancel")
+        while widget.segmentTimer.isActive():
+            slicer.app.processEvents()
+            time.sleep(0.05)
+        self.assertTrue(widget.ui.statusLabel.text.startswith("Done"), widget.ui.statusLabel.text)
+        seg = widget._parameterNode.outputSegmentation
+        self.assertIsNotNone(seg)
+        self.assertTrue(widget.ui.exportToDatasetButton.enabled)
+        widget.ui.editInSegmentEditorButton.click()
+        editor = slicer.util.getModuleWidget("SegmentEditor").editor
+        self.assertEqual(editor.segmentationNodeID(), seg.GetID())
+        self.assertEqual(editor.sourceVolumeNodeID(), volume.GetID())
 
     def test_SegmentExport(self):
         import numpy as np
         logic = LargeKernelSegLogic()
         self.assertTrue(logic.ensureDependencies(ask=False))
-        rng = np.random.default_rng(0)
-        array = (rng.normal(40, 20, (40, 48, 48))).astype(np.int16)
-        array[10:30, 12:36, 12:30] = 60
-        ijkToRas = np.array([[-0.9, 0, 0, 10], [0, -0.9, 0, 20], [0, 0, 2.5, -30], [0, 0, 0, 1]])
-        volume = slicer.util.addVolumeFromArray(array, ijkToRas, name="Synthetic CT")
+        array, volume = self.syntheticVolume()
         checkpoint = logic.resolveCheckpoint("")
         card = logic.readCard("")
         task = logic.startSegmentation(volume, checkpoint, "cpu")
         while logic.isRunning():
             slicer.app.processEvents()
+            time.sleep(0.05)
         self.assertEqual(task.poll()[0], "done")
         result = task.result()
         self.assertEqual(result.labels.array.shape, array.shape)

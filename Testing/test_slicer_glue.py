@@ -319,3 +319,22 @@ def test_corrected_masks_go_into_a_local_dataset(tmp_path):
     img2, lab2 = ds.read_case(case_id)
     np.testing.assert_array_equal(lab2.array, labels.array)
     assert lab2.same_grid(image)
+
+
+def test_child_processes_find_the_same_lkseg(tmp_path):
+    import os
+    import subprocess
+
+    import lkseg
+
+    parent = glue.lkseg_parent()
+    assert (parent / "lkseg" / "__init__.py").resolve() == Path(lkseg.__file__).resolve()
+    path = glue.pythonpath_with(parent, os.pathsep.join(["/elsewhere", str(parent)]))
+    assert path.split(os.pathsep) == [str(parent), "/elsewhere"]
+    assert glue.pythonpath_with(parent, None) == str(parent)
+    # a child started in an unrelated folder, without site-packages' editable install, still imports it
+    env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", "")}
+    out = subprocess.run([sys.executable, "-S", "-c", "import lkseg; print(lkseg.__file__)"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert Path(out.stdout.strip()).resolve() == Path(lkseg.__file__).resolve()

@@ -230,3 +230,70 @@ def test_every_slicer_api_used_is_documented():
     top = {c for c in chains if not any(o != c and o.startswith(c + ".") for o in chains)}
     missing = sorted(c for c in top if c.split(".")[-1] not in doc)
     assert not missing, f"document these Slicer APIs in docs/slicer_api.md: {missing}"
+
+
+_QT_STANDINS = '''
+from PyQt5 import QtWidgets
+
+
+class qMRMLWidget(QtWidgets.QWidget):
+    pass
+
+
+class ctkCollapsibleButton(QtWidgets.QWidget):
+    def setText(self, text): self.text = text
+    def setCollapsed(self, value): self.collapsed = value
+
+
+class qMRMLNodeComboBox(QtWidgets.QWidget):
+    def setNodeTypes(self, value): self.nodeTypes = list(value)
+    def setShowChildNodeTypes(self, value): pass
+    def setAddEnabled(self, value): pass
+    def setRemoveEnabled(self, value): pass
+    def setNoneEnabled(self, value): self.noneEnabled = value
+
+
+class ctkPathLineEdit(QtWidgets.QWidget):
+    Dirs = 0x1
+    def setNameFilters(self, value): self.nameFilters = list(value)
+    def setSettingKey(self, value): pass
+    def setFilters(self, value): self.filters = value
+'''
+
+
+def test_ui_loads_with_qt_uic(tmp_path, monkeypatch):
+    """Qt's own .ui parser builds the panel (Slicer/CTK classes replaced by plain QWidget subclasses)."""
+    import os
+
+    pytest.importorskip("PyQt5")
+    from PyQt5 import QtWidgets, uic
+
+    for name in ("qMRMLWidget", "ctkCollapsibleButton", "qMRMLNodeComboBox", "ctkPathLineEdit"):
+        (tmp_path / f"{name}.py").write_text(f"from lkseg_qt_standins import {name}\n")
+    (tmp_path / "lkseg_qt_standins.py").write_text(_QT_STANDINS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # the scene signal/slot connections need Slicer's C++ types; they are checked by name in the test above
+    tree = ET.parse(UI_FILE)
+    tree.getroot().remove(tree.getroot().find("connections"))
+    stripped = tmp_path / "panel.ui"
+    tree.write(stripped, encoding="UTF-8", xml_declaration=True)
+    if QtWidgets.QApplication.instance() is None and not os.environ.get("DISPLAY"):
+        monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication([])
+    panel = uic.loadUi(str(stripped))
+    assert type(panel).__name__ == "qMRMLWidget"
+    used = set(re.findall(r"self\.ui\.(\w+)", MODULE_PY.read_text(encoding="utf-8")))
+    for name in used:
+        assert isinstance(getattr(panel, name), QtWidgets.QWidget), name
+    assert panel.inputVolumeSelector.nodeTypes == ["vtkMRMLScalarVolumeNode"]
+    assert panel.inputVolumeSelector.property("SlicerParameterName") == "inputVolume"
+    assert panel.outputSegmentationSelector.noneEnabled is True
+    assert panel.datasetFolderPathLineEdit.filters == 0x1  # folders only
+    assert panel.exportCollapsibleButton.collapsed is True and panel.inputsCollapsibleButton.collapsed is False
+    assert not panel.segmentProgressBar.isVisibleTo(panel)  # shown only while segmenting
+    assert panel.inputsCollapsibleButton.isAncestorOf(panel.deviceComboBox)
+    assert panel.segmentCollapsibleButton.isAncestorOf(panel.applyButton)
+    assert panel.exportCollapsibleButton.isAncestorOf(panel.exportFormatComboBox)
+    assert panel.fineTuneCollapsibleButton.isAncestorOf(panel.loadResultButton)
+    panel.deleteLater()
+    app.processEvents()

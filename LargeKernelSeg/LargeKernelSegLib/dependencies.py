@@ -7,6 +7,8 @@ build is chosen; the others through pip. Nothing here installs anything.
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 
 REQUIREMENTS: dict[str, str] = {
     "torch": "torch>=2.1",
@@ -45,3 +47,19 @@ def install_prompt(missing: list[str]) -> str:
     return (f"LargeKernelSeg needs these Python packages, which are not installed yet: {names}.\n\n"
             "Install them now? This downloads several hundred megabytes and can take a few minutes"
             + (" (PyTorch is installed through the PyTorch extension)." if TORCH in missing else "."))
+
+
+def lkseg_parent() -> Path:
+    """The folder that holds the ``lkseg`` package (inside Slicer: the extension's qt-scripted-modules)."""
+    spec = importlib.util.find_spec("lkseg")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("lkseg is not importable", name="lkseg")
+    return Path(spec.origin).resolve().parent.parent
+
+
+def pythonpath_with(folder: Path, existing: str | None) -> str:
+    """``PYTHONPATH`` with ``folder`` first (once), so child processes (``python -m lkseg.worker``,
+    ``python -m lkseg.training``) import the same ``lkseg`` as the module. Inside Slicer
+    ``sys.executable`` is PythonSlicer, which does not search the extension's folders by itself."""
+    parts = [p for p in (existing or "").split(os.pathsep) if p and Path(p) != Path(folder)]
+    return os.pathsep.join([str(folder), *parts])
