@@ -280,13 +280,27 @@ def _torch_load_weights(src: Path) -> Any:
     try:
         return torch.load(src, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else "unsupported content"
-        raise CheckpointError(
-            f"{src} holds Python objects besides tensors ({reason[:200]}); lkseg never unpickles arbitrary objects. "
-            "Re-save only the weights, e.g. torch.save(model.state_dict(), 'weights.pth'), and import that") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        text = str(exc)
+        if "weights only" in text.lower() or "weights_only" in text.lower():
+            reason = _unsafe_reason(text)
+            raise CheckpointError(
+                f"{src} holds Python objects besides tensors ({reason}); lkseg never unpickles arbitrary objects. "
+                "Re-save only the weights, e.g. torch.save(model.state_dict(), 'weights.pth'), and import that"
+            ) from None
+        raise CheckpointError(f"{src} is not a readable PyTorch weights file (corrupt or another format: "
+                              f"{text.splitlines()[0] if text else 'unpickling failed'})") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, IndexError... on foreign or truncated files
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{src} is not a readable PyTorch weights file (truncated or another format: "
-                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+                              f"{text[:200]})") from None
+
+
+def _unsafe_reason(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(("WeightsUnpickler error:", "Unsupported global:")):
+            return line.split(". Please")[0].split(" was not an allowed")[0][:200]
+    return "unsupported content"
 
 
 def _extract_state_dict(obj: Any, src: Path) -> dict[str, torch.Tensor]:

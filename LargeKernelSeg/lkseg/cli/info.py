@@ -29,14 +29,15 @@ def _parameter_count(card) -> int | None:
     """Parameters of the card's network, built on the meta device (no memory, no weights read)."""
     import torch
 
-    from lkseg.checkpoint import build_from_card
     from lkseg.errors import LkSegError
-    from lkseg.models.registry import count_parameters
 
     try:
+        from lkseg.checkpoint import build_from_card
+        from lkseg.models.registry import count_parameters
+
         with torch.device("meta"):
             return count_parameters(build_from_card(card))
-    except (LkSegError, RuntimeError, NotImplementedError):
+    except (LkSegError, ImportError, RuntimeError, NotImplementedError):
         return None
 
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     dtypes = sorted({dtype for _, dtype in shapes.values()})
     n_params = _parameter_count(card)
     print(f"Checkpoint:     {path}")
-    print(f"File size:      {_size(path.stat().st_size)}")
+    size = path.stat().st_size
+    print(f"File size:      {_size(size)} ({size:,} bytes)")
     print(f"SHA-256:        {file_sha256(path)}")
     params = f"{n_params:,}; " if n_params is not None else ""
     print(f"Parameters:     {params}file holds {len(shapes)} tensors, {n_values:,} values ({', '.join(dtypes)})")
