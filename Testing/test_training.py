@@ -1,0 +1,267 @@
+"""The training loop: real datasets on disk, real networks, real subprocesses (kill, torchrun)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lkseg.card import InferenceSettings, ModelCard, Preprocessing, Provenance
+from lkseg.checkpoint import file_sha256, load_checkpoint, read_card, save_checkpoint
+from lkseg.dataset import LocalDataset
+from lkseg.errors import LkSegError
+from lkseg.image import Image
+from lkseg.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
+from lkseg.models.registry import MODELS, build_model, get_spec
+from lkseg.train_data import Case, CropSampler, split_cases
+from lkseg.train_loop import ProgressLog, deep_supervision_loss, dice_per_label, warmup_cosine
+from lkseg.training import TrainConfig, train
+
+TABLE = LabelTable([Label(1, "liver", (220, 130, 100), ANATOMICAL_STRUCTURE, None),
+                    Label(2, "spleen", (157, 108, 162), ANATOMICAL_STRUCTURE, None)], name="two organs")
+WINDOW = {"mode": "window", "a_min": 0.0, "a_max": 300.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def make_dataset(root: Path, n: int = 3, shape=(20, 24, 28)) -> LocalDataset:
+    """Cases with two blobs: liver (~150 HU) and spleen (~250 HU) on a ~30 HU background."""
+    ds = LocalDataset.create(root, TABLE, name="synthetic")
+    rng = np.random.default_rng(0)
+    zz, yy, xx = np.mgrid[: shape[0], : shape[1], : shape[2]]
+    for c in range(n):
+        arr = rng.normal(30, 10, shape)
+        lab = np.zeros(shape, np.uint8)
+        for value, (cz, cy, cx, hu) in enumerate([(8 + c, 10, 9, 150), (12, 14 - c, 19, 250)], start=1):
+            m = (zz - cz) ** 2 + (yy - cy) ** 2 + (xx - cx) ** 2 < 20
+            lab[m], arr[m] = value, hu + rng.normal(0, 10, m.sum())
+        img = Image(arr.astype(np.int16), (1.5, 1.5, 2.0), (5.0, -3.0, 1.0), np.diag([-1.0, -1.0, 1.0]))
+        ds.add_case(img, img.with_array(lab), TABLE)
+    return ds
+
+
+def threshold_checkpoint(path: Path, scale: float = 1.0) -> Path:
+    """A 'threshold-test' checkpoint: a voxel-wise network with a trainable scale per class."""
+    model = build_model("threshold-test", 1, 3, thresholds=[0.4, 0.7])
+    with torch.no_grad():
+        model.scale.fill_(scale)
+    card = ModelCard("threshold-test", {"thresholds": [0.4, 0.7]}, 1, TABLE,
+                     preprocessing=Preprocessing(spacing=None, intensity=dict(WINDOW)),
+                     inference=InferenceSettings(roi_size=(16, 16, 16), sw_batch_size=2),
+                     provenance=Provenance(notes="test parent"))
+    return save_checkpoint(path, model.state_dict(), card)
+
+
+def read_progress(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- building blocks
+def test_warmup_then_cosine_decay():
+    f = warmup_cosine(lambda: 100, warmup=10, floor=0.0)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+    assert all(f(s) >= f(s + 1) for s in range(10, 100))
+
+
+def test_crops_are_reproducible_padded_and_rank_dependent():
+    img = torch.rand(1, 10, 40, 40)
+    lab = torch.zeros(1, 10, 40, 40, dtype=torch.long)
+    lab[0, 3:6, 5:9, 30:35] = 1
+    sampler = CropSampler([Case("a", img, lab)], roi=(16, 16, 16), augment=True)
+    x1, y1 = sampler.batch(4, seed=1, rank=0, step=7)
+    x2, y2 = sampler.batch(4, seed=1, rank=0, step=7)
+    x3, _ = sampler.batch(4, seed=1, rank=1, step=7)
+    assert x1.shape == (4, 1, 16, 16, 16) and y1.shape == (4, 1, 16, 16, 16)  # padded along the short axis
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert not torch.equal(x1, x3)
+    # positive/negative 1:1: over many crops about half hold foreground
+    pos = [int(sampler.batch(1, 0, 0, s)[1].sum() > 0) for s in range(40)]
+    assert 8 <= sum(pos) <= 32
+
+
+def test_split_uses_the_single_case_for_validation_and_says_so():
+    train_ids, val_ids, note = split_cases(["a"], None, 0.2)
+    assert train_ids == val_ids == ["a"] and "single case" in note
+    assert split_cases(["a", "b", "c", "d", "e"], None, 0.2)[:2] == (["a", "b", "c", "d"], ["e"])
+    assert split_cases(["a", "b", "c"], ["a"], 0.2)[:2] == (["b", "c"], ["a"])
+    with pytest.raises(LkSegError, match="not in the dataset"):
+        split_cases(["a"], ["zz"], 0.2)
+
+
+def test_dice_and_deep_supervision_loss():
+    pred = np.array([0, 1, 1, 2, 2, 2])
+    ref = np.array([0, 1, 2, 2, 2, 0])
+    d = dice_per_label(pred, ref, [1, 2, 3])
+    assert d[1] == pytest.approx(2 / 3) and d[2] == pytest.approx(4 / 6) and d[3] is None
+    from monai.losses import DiceCELoss
+
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    target = torch.randint(0, 3, (2, 1, 8, 8, 8))
+    full, half = torch.randn(2, 3, 8, 8, 8), torch.randn(2, 3, 4, 4, 4)
+    small_target = target[:, :, ::2, ::2, ::2]  # nearest downsampling picks these voxels
+    expected = (2 / 3) * loss(full, target) + (1 / 3) * loss(half, small_target)
+    assert deep_supervision_loss(loss, [full, half], target).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert deep_supervision_loss(loss, full, target).item() == pytest.approx(loss(full, target).item())
+
+
+def test_progress_log_restore_drops_lines_past_the_resume_point(tmp_path):
+    path = tmp_path / "progress.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 8)) + '{"step": 8, "lo')
+    log = ProgressLog(path)
+    log.restore(5)
+    assert [r["step"] for r in read_progress(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+# ----------------------------------------------------------------------------- runs
+def test_finetune_writes_checkpoints_whose_card_names_parent_data_and_scores(tmp_path):
+    make_dataset(tmp_path / "ds")
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)
+    seen: list[dict] = []
+    best = train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=4,
+                             val_every=2, checkpoint_every=2, device="cpu", lr=0.05), progress=seen.append)
+    job = tmp_path / "job"
+    assert best == job / "checkpoints" / "best.safetensors" and best.is_file()
+    assert (job / "checkpoints" / "last.safetensors").is_file()
+    recs = read_progress(job)
+    assert [r["step"] for r in recs[:-1]] == [1, 2, 3, 4]
+    for r in recs[:-1]:
+        assert {"step", "epoch", "loss", "lr", "val_dice", "eta_s", "time"} <= set(r)
+    assert recs[0]["val_dice"] is None and recs[1]["val_dice"] is not None
+    assert recs[-1]["event"] == "done" and recs[-1]["best"] == str(best)
+    assert [r["step"] for r in seen] == [1, 2, 3, 4, 4]
+    assert (job / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    card = read_card(best)
+    prov = card.provenance
+    assert prov.parent_sha256 == file_sha256(parent)
+    assert prov.training_data["cases"] == ["case_0000", "case_0001"] and prov.training_data["num_cases"] == 2
+    assert prov.training_data["val_cases"] == ["case_0002"] and prov.training_data["dataset"] == "synthetic"
+    assert set(prov.metrics["val_dice"]) == {"liver", "spleen"}
+    assert prov.metrics["val_dice_mean"] == pytest.approx(np.mean(list(prov.metrics["val_dice"].values())))
+    assert prov.created.endswith("Z") and card.labels.same_as(TABLE)
+    model, _ = load_checkpoint(best)
+    assert not torch.allclose(model.scale, torch.full((3,), 0.3))  # the weights were trained
+    state = torch.load(job / "checkpoints" / "resume.pt", weights_only=True)
+    assert state["step"] == 4 and state["finished"] is True
+    # a rerun of a finished job does nothing and returns the same best checkpoint
+    mtime = best.stat().st_mtime_ns
+    assert train(TrainConfig(dataset=tmp_path / "ds", out=job, checkpoint=parent, steps=4, device="cpu")) == best
+    assert best.stat().st_mtime_ns == mtime
+
+
+def test_dataset_labels_the_model_lacks_are_refused(tmp_path):
+    other = LabelTable([Label(1, "liver", (1, 2, 3)), Label(2, "pancreas", (1, 2, 3))])
+    ds = LocalDataset.create(tmp_path / "ds", other)
+    img = Image(np.zeros((8, 8, 8), np.int16))
+    ds.add_case(img, img.with_array(np.ones((8, 8, 8), np.uint8)), other)
+    parent = threshold_checkpoint(tmp_path / "p.safetensors")
+    with pytest.raises(LkSegError, match="pancreas"):
+        train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=1, device="cpu"))
+
+
+def _has(name: str) -> bool:
+    try:
+        get_spec(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.mark.skipif(not _has("uxnet"), reason="uxnet not registered")
+def test_uxnet_from_scratch_single_case(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=1, shape=(24, 28, 30))
+    best = train(TrainConfig(dataset=ds.root, out=tmp_path / "job", architecture="uxnet", model_config="small",
+                             steps=2, val_every=2, roi=(32, 32, 32), batch_size=1, device="cpu"))
+    model, card = load_checkpoint(best)
+    assert card.architecture == "uxnet" and card.provenance.parent_sha256 is None
+    assert card.inference.roi_size == (32, 32, 32) and card.labels.same_as(TABLE)
+    assert "single case" in card.provenance.metrics["notes"]
+    assert card.hyperparameters == {**get_spec("uxnet").paper_config, **get_spec("uxnet").small_config}
+
+
+@pytest.mark.slow
+def test_mednext_upkern_and_deep_supervision(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=2)
+    small = {**get_spec("mednext").small_config, "deep_supervision": True}
+    k3 = train(TrainConfig(dataset=ds.root, out=tmp_path / "k3", architecture="mednext", model_config="small",
+                           hparams={"deep_supervision": True}, steps=1, roi=(32, 32, 32), batch_size=1,
+                           device="cpu"))
+    assert read_card(k3).hyperparameters["deep_supervision"] is True
+    k5 = train(TrainConfig(dataset=ds.root, out=tmp_path / "k5", upkern_from=k3, steps=1, roi=(32, 32, 32),
+                           batch_size=1, device="cpu", lr=1e-12))
+    card = read_card(k5)
+    assert card.architecture == "mednext" and card.hyperparameters["kernel_size"] == 5
+    assert card.provenance.parent_sha256 == file_sha256(k3)
+    m3, _ = load_checkpoint(k3)
+    m5, _ = load_checkpoint(k5)
+    assert small["kernel_size"] == 3
+    k3_kernels = {k: v for k, v in m3.state_dict().items() if v.dim() == 5 and v.shape[-1] == 3}
+    assert k3_kernels and all(m5.state_dict()[k].shape[-1] == 5 for k in k3_kernels)
+    # UpKern keeps the centre profile: the middle of a 3->5 trilinear resize is the old middle
+    k = next(iter(k3_kernels))
+    assert torch.allclose(m5.state_dict()[k][..., 2, 2, 2], k3_kernels[k][..., 1, 1, 1], atol=1e-4)
+
+
+def _training_cmd(ds: Path, out: Path, ckpt: Path, steps: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lkseg.training", "--dataset", str(ds), "--out", str(out), "--checkpoint",
+            str(ckpt), "--steps", str(steps), "--device", "cpu", "--lr", "0.05", *extra]
+
+
+def test_sigkill_then_rerun_continues_from_last_checkpoint(tmp_path):
+    make_dataset(tmp_path / "ds")
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)
+    out = tmp_path / "job"
+    cmd = _training_cmd(tmp_path / "ds", out, parent, 400, "--checkpoint-every", "5", "--val-every", "1000")
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    killed_at = 0
+    try:
+        while time.monotonic() < deadline:
+            if (out / "progress.jsonl").is_file():
+                steps = [r["step"] for r in read_progress(out)]
+                if steps and steps[-1] >= 13:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    killed_at = read_progress(out)[-1]["step"]
+    assert killed_at >= 13
+    saved = torch.load(out / "checkpoints" / "resume.pt", weights_only=True)["step"]
+    assert saved % 5 == 0 and killed_at - 5 <= saved <= killed_at
+    # rerun the same command for a shorter run so the test is quick: it resumes, not restarts
+    cmd[cmd.index("--steps") + 1] = str(saved + 3)
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"from step {saved}" in rerun.stderr
+    steps = [r["step"] for r in read_progress(out) if "event" not in r]
+    assert steps == list(range(1, saved + 4))  # continues, nothing lost before the checkpoint, no duplicates
+    assert read_progress(out)[-1]["event"] == "done"
+
+
+def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
+    make_dataset(tmp_path / "ds")
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "lkseg.training", "--dataset", str(tmp_path / "ds"), "--out", str(out), "--checkpoint", str(parent),
+           "--steps", "3", "--device", "cpu", "--lr", "0.05", "--val-every", "3", "--debug-dump-weights"]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    h0 = json.loads((out / "debug" / "weights_rank0.json").read_text())
+    h1 = json.loads((out / "debug" / "weights_rank1.json").read_text())
+    assert h0["step"] == h1["step"] == 3
+    assert h0["initial"] == h1["initial"] and h0["final"] == h1["final"]
+    assert h0["final"] != h0["initial"]  # they trained, and stayed in sync
+    card = read_card(out / "checkpoints" / "best.safetensors")
+    assert card.provenance.training_data["world_size"] == 2
+    assert [r["step"] for r in read_progress(out) if "event" not in r] == [1, 2, 3]  # rank 0 alone writes
