@@ -87,6 +87,9 @@ def test_round_trip_gives_identical_tensors_and_card(tmp_path):
     card = threshold_card(provenance=Provenance(metrics={"val_dice": 0.5}))
     path = save_checkpoint(tmp_path / "sub" / "t.safetensors", threshold_state(), card)
     assert [p.name for p in path.parent.iterdir()] == ["t.safetensors"]  # no temp file left behind
+    assert path.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(CheckpointError, match="'scale' is a list"):
+        save_checkpoint(path, {"scale": [1.0, 2.0]}, card)
     model, loaded = load_checkpoint(path)
     assert loaded == card == read_card(path)
     assert not model.training

@@ -65,6 +65,14 @@ def test_import_with_card_and_force(tmp_path, capsys):
     assert main(["import", str(raw), "--architecture", "threshold-test", "--labels", str(_one_label(tmp_path)),
                  "-o", str(tmp_path / "raw.safetensors")]) == 0
     assert read_card(tmp_path / "raw.safetensors").out_channels == 2
+    five = tmp_path / "five.pth"
+    torch.save({"scale": torch.ones(5)}, five)
+    assert main(["import", str(five), "--architecture", "threshold-test", "--labels", "FLARE21",
+                 "--hp", "thresholds=[0, 1, 2, 3]", "-o", str(tmp_path / "five.safetensors")]) == 0
+    assert read_card(tmp_path / "five.safetensors").hyperparameters == {"thresholds": [0, 1, 2, 3]}
+    assert main(["import", str(five), "--architecture", "threshold-test", "--labels", "FLARE21",
+                 "--hp", "thresholds", "-o", str(tmp_path / "bad.safetensors")]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
 
 
 def _one_label(tmp_path):

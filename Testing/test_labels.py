@@ -57,7 +57,10 @@ def test_json_round_trip_through_a_file(tmp_path):
 
 
 def test_get_table_names_and_errors(tmp_path):
-    assert get_table("BTCV") is BTCV and get_table("amos") is AMOS and get_table("Flare21") is FLARE21
+    assert get_table("BTCV") == BTCV and get_table("amos") == AMOS and get_table("Flare21") == FLARE21
+    mine = get_table("btcv")
+    mine.labels.pop()
+    assert len(get_table("btcv")) == 13 and len(BTCV) == 13
     with pytest.raises(LkSegError, match="unknown label table 'lits'"):
         get_table("lits")
     with pytest.raises(LkSegError, match="does not exist"):

@@ -318,7 +318,7 @@ class ModelCard:
             f"Orientation:    {pre.orientation}",
             f"Spacing:        {spacing}",
             f"Intensity:      {intensity}",
-            f"Crop foreground: {'yes' if pre.crop_foreground else 'no'}",
+            f"Crop:           {'to the foreground' if pre.crop_foreground else 'no'}",
             f"ROI:            {' x '.join(str(r) for r in inf.roi_size)}, overlap {inf.overlap:g}, "
             f"{inf.blend} blending, {inf.sw_batch_size} windows per batch",
             f"Trained on:     {_describe(prov.training_data) or 'unknown'}",

@@ -53,6 +53,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        # mkstemp creates 0600 files; give the checkpoint the usual readable mode (or keep the old one's)
+        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o644)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -338,8 +338,9 @@ def get_table(name: str | os.PathLike) -> LabelTable:
     """A built-in table by name ("btcv", "amos", "flare21"; case-insensitive) or a JSON file's table."""
     key = str(name).strip().lower().replace("-", "").replace("_", "")
     key = _ALIASES.get(key, key)
-    if key in BUILTIN_TABLES:
-        return BUILTIN_TABLES[key]
+    if key in BUILTIN_TABLES:  # a copy, so that callers cannot change the built-in table
+        table = BUILTIN_TABLES[key]
+        return LabelTable(list(table.labels), name=table.name)
     path = Path(name)
     if path.suffix.lower() == ".json" or path.exists():
         return LabelTable.from_json_file(path)

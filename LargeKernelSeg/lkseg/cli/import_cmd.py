@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--architecture", help="registered architecture (instead of --card), e.g. uxnet")
     p.add_argument("--labels", help="label table (with --architecture): btcv, amos, flare21 or a JSON file")
     p.add_argument("--in-channels", type=int, default=1, help="input channels (with --architecture; default 1)")
+    p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
+                   help="hyper-parameter (with --architecture; repeatable; VALUE as JSON or plain text), "
+                        "e.g. --hp size=M --hp kernel_size=5")
     p.add_argument("-o", "--output", type=Path, required=True, help="native checkpoint to write (.safetensors)")
     p.add_argument("--force", action="store_true", help="overwrite an existing output file")
     p.set_defaults(func=run)
@@ -34,7 +37,7 @@ def _card_from_args(args: argparse.Namespace):
     from lkseg.card import ModelCard
 
     if args.card is not None:
-        if args.architecture or args.labels:
+        if args.architecture or args.labels or args.hp:
             raise LkSegError("give either --card or --architecture/--labels, not both")
         try:
             data = json.loads(args.card.read_text(encoding="utf-8"))
@@ -50,8 +53,22 @@ def _card_from_args(args: argparse.Namespace):
         raise LkSegError("describe the model: --card CARD.json, or --architecture NAME and --labels TABLE")
     from lkseg.labels import get_table
 
-    return ModelCard(architecture=args.architecture, hyperparameters={}, in_channels=args.in_channels,
+    return ModelCard(architecture=args.architecture, hyperparameters=_hyperparameters(args.hp),
+                     in_channels=args.in_channels,
                      labels=get_table(args.labels))
+
+
+def _hyperparameters(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise LkSegError(f"--hp {item!r}: expected KEY=VALUE, e.g. --hp kernel_size=5")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
