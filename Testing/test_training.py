@@ -20,7 +20,7 @@ from lkseg.dataset import LocalDataset
 from lkseg.errors import LkSegError
 from lkseg.image import Image
 from lkseg.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
-from lkseg.models.registry import MODELS, build_model, get_spec
+from lkseg.models.registry import build_model, get_spec
 from lkseg.train_data import Case, CropSampler, split_cases
 from lkseg.train_loop import ProgressLog, deep_supervision_loss, dice_per_label, warmup_cosine
 from lkseg.training import TrainConfig, train
