@@ -1,0 +1,134 @@
+"""``lkseg segment INPUT... -m CKPT -o OUT``: segment files, DICOM folders or folders of images.
+
+Each input gets a progress bar on stderr; a file that cannot be read or segmented is reported
+and skipped, the others are still done, and the exit code is 1 when any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from lkseg.errors import Cancelled, LkSegError
+
+log = logging.getLogger(__name__)
+
+FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "seg.nrrd": ".seg.nrrd", "nrrd": ".nrrd", "mha": ".mha"}
+_STRIP = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="segment organs in CT/MR volumes (files, DICOM folders, folders of images)")
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                   help="image file (NIfTI, NRRD, MHA), DICOM series folder, or folder of image files")
+    p.add_argument("-m", "--checkpoint", type=Path, required=True, help="native checkpoint (.safetensors)")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="output folder (or, for a single input, a label file such as labels.seg.nrrd)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower, smoother)")
+    p.add_argument("--largest-component", action="store_true", help="keep only the largest piece of each organ")
+    p.add_argument("--format", choices=sorted(FORMATS), default="nii.gz", help="label file format (default nii.gz)")
+    p.add_argument("--volumes", action="store_true", help="also write per-organ volumes (<name>_volumes.csv)")
+    p.add_argument("--overlay", action="store_true", help="also write a PNG overlay of a few axial slices")
+    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per batch (default: the card's)")
+    p.set_defaults(func=run)
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files stay; a DICOM folder is one input; another folder contributes its image files."""
+    import SimpleITK as sitk
+
+    from lkseg.imageio import is_image_file
+
+    out: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            if sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)):
+                out.append(path)
+                continue
+            files = sorted(p for p in path.iterdir() if p.is_file() and is_image_file(p) and not p.name.startswith("."))
+            folders = sorted(p for p in path.iterdir() if p.is_dir() and sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p)))
+            if not files and not folders:
+                out.append(path)  # read_image will explain what is missing
+            out += files + folders
+        else:
+            out.append(path)
+    return out
+
+
+def case_name(path: Path) -> str:
+    name = path.name
+    for s in _STRIP:
+        if name.lower().endswith(s):
+            return name[: -len(s)]
+    return name
+
+
+def output_paths(inputs: list[Path], out: Path, fmt: str) -> list[Path]:
+    """Label file per input: ``OUT`` itself for one input named like a label file, else in ``OUT/``."""
+    suffix = FORMATS[fmt]
+    if len(inputs) == 1 and any(out.name.lower().endswith(s) for s in FORMATS.values()):
+        return [out]
+    if out.exists() and not out.is_dir():
+        raise LkSegError(f"-o {out}: is a file; give a folder for several inputs")
+    names: dict[str, int] = {}
+    paths = []
+    for p in inputs:
+        stem = case_name(p)
+        n = names.get(stem, 0)
+        names[stem] = n + 1
+        paths.append(out / f"{stem}{'_' + str(n) if n else ''}_seg{suffix}")
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    from lkseg import export
+    from lkseg.imageio import read_image
+    from lkseg.inference import Segmenter
+    from lkseg.progress import TerminalProgress
+
+    inputs = expand_inputs(args.inputs)
+    if not inputs:
+        raise LkSegError("no input images found")
+    outputs = output_paths(inputs, args.out, args.format)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+    print(f"checkpoint: {args.checkpoint} ({segmenter.card.architecture}, {len(segmenter.table)} labels) "
+          f"on {segmenter.device}", file=sys.stderr)
+    failed = 0
+    for src, dst in zip(inputs, outputs):
+        try:
+            image = read_image(src)
+            with TerminalProgress(desc=case_name(src)) as bar:
+                result = segmenter.segment(image, progress=bar.update, tta=args.tta,
+                                           largest_component=args.largest_component,
+                                           sw_batch_size=args.sw_batch_size)
+            export.write_labels(result.labels, result.table, dst)
+            rows = export.organ_volumes(result.labels, result.table)
+            written = [dst]
+            stem = dst.name[: -len(FORMATS[args.format])]
+            if args.volumes:
+                written.append(export.write_volumes(rows, dst.with_name(f"{stem}_volumes.csv")))
+            if args.overlay:
+                written.append(export.overlay_png(image, result.labels, result.table,
+                                                  dst.with_name(f"{stem}_overlay.png")))
+        except Cancelled:
+            raise
+        except LkSegError as exc:
+            failed += 1
+            print(f"lkseg: error: {src}: skipped: {exc}", file=sys.stderr)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
+            failed += 1
+            log.debug("details", exc_info=True)
+            print(f"lkseg: error: {src}: skipped: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+            continue
+        print(f"{src} -> {', '.join(str(w) for w in written)}  ({result.timings['total']:.1f} s)")
+        for row in rows:
+            if row["voxels"]:
+                print(f"  {row['value']:>3}  {row['name']:<32} {row['volume_ml']:>10.1f} mL")
+    if failed:
+        print(f"lkseg: {failed} of {len(inputs)} input(s) failed", file=sys.stderr)
+        return 1
+    return 0
