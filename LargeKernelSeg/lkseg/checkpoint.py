@@ -9,13 +9,11 @@ which turns them (plus a model card) into a native checkpoint. Every problem wit
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import pickle
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -90,16 +88,14 @@ def _plain_tensors(state_dict: Mapping[str, Any], path: Path) -> dict[str, torch
 
 
 def _fsync_dir(folder: Path) -> None:
-    try:
+    try:  # make the rename durable (not possible on every platform/file system)
         fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reading
@@ -405,7 +401,3 @@ def import_official(src: str | os.PathLike, card: ModelCard, dst: str | os.PathL
     log.info("imported %s -> %s", src, dst)
     return dst
 
-
-def card_json_pretty(card: ModelCard) -> str:
-    """The card as indented JSON (``lkseg info --json``)."""
-    return json.dumps(card.to_dict(), indent=2)
