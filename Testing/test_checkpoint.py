@@ -264,3 +264,13 @@ def test_import_uses_the_architecture_key_mapping(tmp_path):
     assert not any(k.startswith("out_1.") for k in model.state_dict())
     for k, v in model.state_dict().items():
         assert torch.equal(v, official.state_dict()[k]), k
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_load_onto_gpu(tmp_path):
+    path = save_checkpoint(tmp_path / "g.safetensors", threshold_state(), threshold_card())
+    model, _ = load_checkpoint(path, device="auto")
+    assert model.scale.device.type == "cuda"
+    x = torch.tensor([-1.0, 0.5, 1.5, 2.5, 3.5], device="cuda").view(1, 1, 5, 1, 1)
+    assert model(x).argmax(1).flatten().tolist() == [0, 1, 2, 3, 4]
