@@ -156,6 +156,19 @@ def test_finetune_writes_checkpoints_whose_card_names_parent_data_and_scores(tmp
     assert best.stat().st_mtime_ns == mtime
 
 
+def test_minutes_budget_fixes_the_run_length_after_measuring_speed(tmp_path):
+    make_dataset(tmp_path / "ds")
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors")
+    t0 = time.monotonic()
+    train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, minutes=0.03,
+                      val_every=10**6, device="cpu"))
+    assert time.monotonic() - t0 < 20
+    recs = read_progress(tmp_path / "job")
+    steps = [r["step"] for r in recs if "event" not in r]
+    assert recs[-1]["event"] == "done" and steps == list(range(1, len(steps) + 1)) and len(steps) > 3
+    assert recs[0]["eta_s"] is None and recs[-2]["eta_s"] == 0.0  # no ETA until the length is known
+
+
 def test_dataset_labels_the_model_lacks_are_refused(tmp_path):
     other = LabelTable([Label(1, "liver", (1, 2, 3)), Label(2, "pancreas", (1, 2, 3))])
     ds = LocalDataset.create(tmp_path / "ds", other)

@@ -163,7 +163,7 @@ class Run:
 
     # ------------------------------------------------------------------ resume
     def _config_key(self) -> str:
-        return json.dumps({"architecture": self.card.architecture, "out_channels": len(self.label_values) + 0,
+        return json.dumps({"architecture": self.card.architecture, "out_channels": self.card.out_channels,
                            "hyperparameters": self.card.hyperparameters}, sort_keys=True, default=str)
 
     def _resume(self) -> bool:
