@@ -125,3 +125,20 @@ def test_real_ct_keeps_its_geometry(shared_data: Path, threshold_card) -> None:
     for axis in range(3):
         for step in (-1, 1):
             assert dice(np.roll(labels.array, step, axis=axis) == 1, truth == 1) < score - 0.01
+
+
+def test_network_tensor_has_monai_layout(shared_data: Path, threshold_card) -> None:
+    """At the input's spacing our network tensor equals MONAI's LoadImage + Orientation("RAS")
+    tensor voxel for voxel, so weights trained with MONAI pipelines see the same axes."""
+    import torch
+    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
+
+    from lkseg.preprocessing import preprocess
+
+    path = shared_data / "example_ct_sm.nii.gz"
+    _, card = threshold_card(spacing=None)
+    ours = preprocess(read_image(path), card.preprocessing).tensor[0]
+    theirs = Orientation(axcodes="RAS")(EnsureChannelFirst()(LoadImage(image_only=True)(str(path))))
+    assert tuple(ours.shape) == tuple(theirs.shape)
+    # (nibabel and SimpleITK apply the NIfTI intensity scaling in different precisions: <0.05 HU)
+    torch.testing.assert_close(ours, torch.as_tensor(np.asarray(theirs), dtype=torch.float32), atol=0.05, rtol=0)

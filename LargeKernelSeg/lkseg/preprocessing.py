@@ -4,7 +4,9 @@ The network sees the image on a *network grid*: the input's voxel axes permuted 
 that they point closest to the card's orientation (``"RAS"``: i -> right, j -> anterior,
 k -> superior; for oblique direction matrices the closest axis assignment is chosen, as MONAI's
 ``Orientation`` does), with the card's target spacing, centred on the input's extent so that it
-covers every input voxel. Every resampling in this module is done by physical coordinates: for
+covers every input voxel. The network tensor is laid out as MONAI's (and the official
+repositories') pipelines lay it out: ``(1, 1, X, Y, Z)`` with X along the first orientation letter,
+so weights trained there see the same axes here, and the card's ROI size is in that order. Every resampling in this module is done by physical coordinates: for
 each voxel centre of the destination grid, its continuous index in the source grid
 (``inv(source ijk->LPS) @ destination ijk->LPS``) feeds trilinear interpolation
 (``torch.nn.functional.grid_sample`` with ``align_corners=True``, so normalised -1/+1 are the first
@@ -64,7 +66,7 @@ class Grid:
 class Preprocessed:
     """The network input and what is needed to map predictions back."""
 
-    tensor: torch.Tensor  # (1, 1, D, H, W) float32, on the working device
+    tensor: torch.Tensor  # (1, 1, X, Y, Z) float32 (MONAI layout, X along R for "RAS"), on the device
     grid: Grid  # the network grid (after any crop)
     source: Grid  # the input grid
 
@@ -92,7 +94,11 @@ def _pair(letter: str) -> int:
 
 def network_grid(source: Grid, orientation: str | None = "RAS",
                  spacing: tuple[float, float, float] | None = None) -> Grid:
-    """The grid the network sees: oriented axes, target spacing, centred over the input's extent."""
+    """The grid the network sees: oriented axes, target spacing, centred over the input's extent.
+
+    Its array is in MONAI's (X, Y, Z) layout: array axis 0 follows the orientation's first letter
+    (R in ``"RAS"``), axis 2 the last; ``spacing`` and the card's ROI are in that (X, Y, Z) order.
+    """
     lin = source.matrix[:3, :3]
     src_spacing = np.array(source.spacing)
     direction = lin / src_spacing
@@ -107,10 +113,13 @@ def network_grid(source: Grid, orientation: str | None = "RAS",
     # the physical centre of the input's voxel box, and the new grid centred on it
     centre = source.matrix @ np.append((size_ijk - 1) / 2.0, 1.0)
     origin = centre[:3] - new_dir @ (target * (n - 1) / 2.0)
+    # MONAI layout: numpy axis 0 of the network array runs along the first oriented axis (R for
+    # "RAS"), as after MONAI's Orientation on a channel-first (X, Y, Z) tensor. In Grid terms
+    # (array [k, j, i]) the grid's k axis is the first oriented axis, so the columns are reversed.
     m = np.eye(4)
-    m[:3, :3] = new_dir * target
+    m[:3, :3] = (new_dir * target)[:, ::-1]
     m[:3, 3] = origin
-    return Grid((int(n[2]), int(n[1]), int(n[0])), m)
+    return Grid((int(n[0]), int(n[1]), int(n[2])), m)
 
 
 def resample(volume: torch.Tensor, source: Grid, dest: Grid, mode: str = "bilinear",
