@@ -84,7 +84,9 @@ def deform_conv3d_depthwise(
     if tuple(offset.shape) != expected:
         raise ValueError(f"offset must have shape {expected}, got {tuple(offset.shape)}")
 
-    dev, dt = input.device, input.dtype
+    dev = input.device
+    # Sampling positions in at least float32 (half precision cannot address voxels of a 96^3 patch).
+    dt = torch.float64 if input.dtype == torch.float64 else torch.float32
     # Regular sampling positions, [taps, od, oh, ow] per axis.
     base_d = (torch.arange(od, device=dev, dtype=dt) * sd - pd).view(1, od, 1, 1)
     base_h = (torch.arange(oh, device=dev, dtype=dt) * sh - ph).view(1, 1, oh, 1)
@@ -99,8 +101,9 @@ def deform_conv3d_depthwise(
     tap_h = tj.reshape(taps, 1, 1, 1)
     tap_w = tl.reshape(taps, 1, 1, 1)
 
-    off = offset.view(n, taps, 3, od, oh, ow)
-    w_flat = weight.reshape(c, taps)
+    off = offset.view(n, taps, 3, od, oh, ow).to(dt)
+    src = input.to(dt)  # no copy unless the input is half precision
+    w_flat = weight.reshape(c, taps).to(dt)
     out: torch.Tensor | None = None
     # Taps are sampled in chunks so that peak memory stays near TAP_CHUNK x the output size.
     for start in range(0, taps, TAP_CHUNK):
@@ -113,14 +116,14 @@ def deform_conv3d_depthwise(
         grid = torch.stack(
             ((2 * pos_w + 1) / w - 1, (2 * pos_h + 1) / h - 1, (2 * pos_d + 1) / d - 1), dim=-1
         )  # [N, m, od, oh, ow, 3], last axis x/y/z = w/h/d
-        sampled = F.grid_sample(input, grid.view(n, m * od, oh, ow, 3), mode="bilinear",
+        sampled = F.grid_sample(src, grid.view(n, m * od, oh, ow, 3), mode="bilinear",
                                 padding_mode="zeros", align_corners=False)
         part = torch.einsum("nctdhw,ct->ncdhw", sampled.view(n, c, m, od, oh, ow), w_flat[:, start:stop])
         out = part if out is None else out + part
     assert out is not None
     if bias is not None:
-        out = out + bias.view(1, c, 1, 1, 1)
-    return out
+        out = out + bias.view(1, c, 1, 1, 1).to(out.dtype)
+    return out.to(input.dtype)
 
 
 class DeformConvPack3d(nn.Module):
