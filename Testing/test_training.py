@@ -227,6 +227,7 @@ def _training_cmd(ds: Path, out: Path, ckpt: Path, steps: int, *extra: str) -> l
             str(ckpt), "--steps", str(steps), "--device", "cpu", "--lr", "0.05", *extra]
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_continues_from_last_checkpoint(tmp_path):
     make_dataset(tmp_path / "ds")
     parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)
@@ -261,6 +262,7 @@ def test_sigkill_then_rerun_continues_from_last_checkpoint(tmp_path):
     assert read_progress(out)[-1]["event"] == "done"
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
     make_dataset(tmp_path / "ds")
     parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)

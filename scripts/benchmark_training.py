@@ -16,7 +16,7 @@ CUDA, the same autocast. Each runs in its own fresh process so that peak memory 
 Prints steps/s, voxels/s (crop voxels processed per second) and peak memory (host max RSS;
 CUDA max allocated), plus ratios ours/reference::
 
-    python scripts/benchmark_training.py [--arch uxnet --config small --roi 32 64 64 --batch 2 --steps 20]
+    python scripts/benchmark_training.py [--arch uxnet --config small --roi 64 64 32 --batch 2 --steps 20]
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def run_reference(a: argparse.Namespace, work: Path) -> dict:
     ds = LocalDataset(work / "dataset")
     device = torch.device("cuda" if a.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
     keys = ["image", "label"]
-    roi = tuple(a.roi[::-1])  # MONAI arrays are (R, A, S); lkseg's network grid is (S, A, R): same crop
+    roi = tuple(a.roi)  # both lay the network tensor out as (X, Y, Z) = (R, A, S)
     transforms = Compose([
         LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys), Orientationd(keys=keys, axcodes="RAS"),
         Spacingd(keys=keys, pixdim=(3.0, 3.0, 3.0), mode=("bilinear", "nearest")),
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="uxnet")
     p.add_argument("--config", choices=["small", "paper"], default="small")
-    p.add_argument("--roi", type=int, nargs=3, default=[32, 64, 64])
+    p.add_argument("--roi", type=int, nargs=3, default=[64, 64, 32])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")

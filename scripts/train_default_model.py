@@ -49,7 +49,7 @@ ORGANS = [("liver", "liver"), ("spleen", "spleen"), ("right kidney", "kidney_rig
           ("left kidney", "kidney_left"), ("stomach", "stomach")]
 HELD_OUT = (0, 8)   # k slices [0, 8): held out
 TRAIN = (10, 30)    # k slices [10, 30): training (8-9: gap)
-ROI = (16, 64, 64)  # network grid order (k, j, i) after RAS orientation: S, A, R
+ROI = (64, 64, 16)  # network tensor order (X, Y, Z) after RAS orientation: R, A, S (MONAI layout)
 SPACING = (3.0, 3.0, 3.0)
 WINDOW = {"mode": "window", "a_min": -125.0, "a_max": 275.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
 SEED = 20240607

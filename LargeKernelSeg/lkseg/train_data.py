@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Case:
     case_id: str
-    image: torch.Tensor  # [1, X, Y, Z] float32, network space
+    image: torch.Tensor  # [1, X, Y, Z] float32, the network grid of lkseg.preprocessing
     label: torch.Tensor  # [1, X, Y, Z] int64 (values of the model's label table)
 
 
@@ -35,7 +35,7 @@ def preprocess_case(image: Image, labels: Image | None, pre: Any) -> tuple[torch
     The image goes through :func:`lkseg.preprocessing.preprocess` (the code inference uses:
     orientation, spacing, intensity, foreground crop); the label map is resampled onto the same
     network grid by physical coordinates with nearest-neighbour interpolation. Returns
-    ``(1, D, H, W)`` float32 and int64 tensors (array order of the network grid).
+    ``(1, X, Y, Z)`` float32 and int64 tensors (the network tensor layout of preprocessing).
     """
     from lkseg import preprocessing
 

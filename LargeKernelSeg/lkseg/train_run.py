@@ -48,7 +48,6 @@ class Run:
         elif self.dist.world_size > 1 and self.device.type == "cpu":
             torch.set_num_threads(max(1, torch.get_num_threads() // self.dist.world_size))
         if cfg.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         if self.dist.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -76,7 +75,13 @@ class Run:
         self.last_val: dict | None = None
         if self._resume():
             return self.best_path
-        return self._loop()
+        previous = torch.are_deterministic_algorithms_enabled()
+        try:
+            if cfg.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=True)
+            return self._loop()
+        finally:
+            torch.use_deterministic_algorithms(previous)
 
     def _build_model(self) -> None:
         from lkseg import card as cardmod
