@@ -169,6 +169,16 @@ def test_minutes_budget_fixes_the_run_length_after_measuring_speed(tmp_path):
     assert recs[0]["eta_s"] is None and recs[-2]["eta_s"] == 0.0  # no ETA until the length is known
 
 
+def test_damaged_resume_state_is_refused_not_silently_restarted(tmp_path):
+    make_dataset(tmp_path / "ds")
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors")
+    (tmp_path / "job" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "job" / "checkpoints" / "resume.pt").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "job" / "checkpoints" / ".resume.pt.abc123.tmp").write_bytes(b"half-written")
+    with pytest.raises(LkSegError, match="resume.pt is unreadable"):
+        train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=2, device="cpu"))
+
+
 def test_dataset_labels_the_model_lacks_are_refused(tmp_path):
     other = LabelTable([Label(1, "liver", (1, 2, 3)), Label(2, "pancreas", (1, 2, 3))])
     ds = LocalDataset.create(tmp_path / "ds", other)

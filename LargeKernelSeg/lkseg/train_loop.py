@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lkseg.errors import LkSegError
+
 log = logging.getLogger(__name__)
 
 
@@ -141,14 +143,21 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 def load_resume(path: Path) -> dict | None:
-    """The resume state at ``path`` (``torch.load(weights_only=True)``), or None."""
+    """The resume state at ``path`` (``torch.load(weights_only=True)``), or None if there is none.
+
+    Writes are atomic, so a damaged file means something outside lkseg broke it: it is refused
+    with a clear message rather than silently restarting (and overwriting) the run.
+    """
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # an unreadable file is reported, never half-used
-        log.warning("ignoring unreadable resume state %s: %s", path, exc)
-        return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LkSegError(f"the resume state {path} is unreadable ({str(exc).splitlines()[0][:200]}); delete it to "
+                         "start the run over, or use a new --out folder") from None
+    if not isinstance(state, dict) or "step" not in state or "model" not in state:
+        raise LkSegError(f"{path} is not an lkseg resume state; delete it or use a new --out folder")
+    return state
 
 
 def rng_state() -> dict[str, Any]:

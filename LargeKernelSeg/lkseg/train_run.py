@@ -173,8 +173,15 @@ class Run:
 
     def _resume(self) -> bool:
         """Load ``resume.pt`` if there is one; True when the run had already finished."""
-        state = load_resume(self.resume_path) if self.dist.is_main else None
-        state = broadcast_object(state, self.dist)
+        state, error = None, None
+        if self.dist.is_main:
+            try:
+                state = load_resume(self.resume_path)
+            except LkSegError as exc:  # every rank must hear of it, or the others would wait forever
+                error = str(exc)
+        state, error = broadcast_object((state, error), self.dist)
+        if error:
+            raise LkSegError(error)
         if state is None:
             self.log.restore(0)
             return False
