@@ -253,11 +253,16 @@ def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes:
     t = torch.as_tensor(to_net, dtype=torch.float32, device=device)
     size = torch.as_tensor(grid.shape[::-1], dtype=torch.float32, device=device)
     step = max(1, slab_voxels // max(1, si * sj * max(1, probs.shape[1] // 4)))
+    corners = np.array([[i, j, k, 1.0] for i in (0, si - 1) for j in (0, sj - 1) for k in (0, sk - 1)]) @ to_net.T
+    covered = bool(np.all(corners[:, :3] >= -0.5) and np.all(corners[:, :3] <= np.array(grid.shape[::-1]) - 0.5))
     for k0 in range(0, sk, step):
         k1 = min(sk, k0 + step)
         slab = Grid((k1 - k0, sj, si), source.matrix @ _shift(k0))
         p = resample(probs, grid, slab, mode="bilinear", padding="border", slab_voxels=SLAB_VOXELS)
         lab = p[0].argmax(dim=0)
+        if covered:  # the network grid holds every input voxel (no crop): nothing is outside
+            labels[k0:k1] = lab.to("cpu").numpy().astype(dtype)
+            continue
         zz, yy, xx = torch.meshgrid(torch.arange(k0, k1, dtype=torch.float32, device=device),
                                     torch.arange(sj, dtype=torch.float32, device=device),
                                     torch.arange(si, dtype=torch.float32, device=device), indexing="ij")
