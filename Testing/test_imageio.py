@@ -93,3 +93,27 @@ def test_2d_and_4d_are_refused(tmp_path: Path) -> None:
     sitk.WriteImage(four, str(tmp_path / "series.nii.gz"))
     with pytest.raises(LkSegError, match="4D"):
         read_image(tmp_path / "series.nii.gz")
+
+
+def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, shared_data: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for f in sorted((shared_data / "example_ct_dicom").iterdir()):
+        shutil.copy(f, folder / f.name)
+    # a second, 3-slice series (its own SeriesInstanceUID) in the same folder
+    small = sitk.GetImageFromArray(np.full((3, 8, 8), 7, np.int16))
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for z in range(3):
+        sl = small[:, :, z]
+        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.99.1"), ("0008|0060", "CT"),
+                           ("0020|0013", str(z + 1)), ("0020|0032", f"0\\0\\{z * 5}"),
+                           ("0008|0018", f"1.2.826.0.1.3680043.2.1125.99.2.{z}")):
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(str(folder / f"other_{z}.dcm"))
+        writer.Execute(sl)
+    assert len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))) == 2
+    img = read_image(folder)
+    assert img.size_ijk == (512, 512, 20)

@@ -166,3 +166,20 @@ def test_cuda_matches_cpu(threshold_card, reference) -> None:
     result = Segmenter(model, card, device="cuda").segment(image, tta=True)
     assert result.device.startswith("cuda")
     np.testing.assert_array_equal(result.labels.array, expected.labels.array)
+
+
+def test_intensity_modes() -> None:
+    from lkseg.preprocessing import normalise_intensity
+
+    x = torch.tensor([-1000.0, -125.0, 75.0, 275.0, 3000.0])
+    w = normalise_intensity(x, {"mode": "window", "a_min": -125, "a_max": 275, "b_min": 0.0, "b_max": 1.0,
+                                "clip": True})
+    torch.testing.assert_close(w, torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    unclipped = normalise_intensity(x, {"mode": "window", "a_min": -125, "a_max": 275, "b_min": 0.0, "b_max": 1.0,
+                                        "clip": False})
+    assert float(unclipped[-1]) == pytest.approx(3125 / 400)
+    z = normalise_intensity(x, {"mode": "zscore"})
+    assert float(z.mean()) == pytest.approx(0.0, abs=1e-6) and float(z.std()) == pytest.approx(1.0, abs=1e-6)
+    assert normalise_intensity(x, {"mode": "none"}) is x
+    with pytest.raises(LkSegError, match="intensity mode"):
+        normalise_intensity(x, {"mode": "percentile"})
