@@ -128,9 +128,15 @@ class Segmenter:
         return SegmentationResult(image.with_array(labels), self.table, timings, str(self.device), notes)
 
     # -- stages ------------------------------------------------------------------------------
+    def _resample_device(self) -> torch.device:
+        # 3D grid_sample is not implemented on Apple MPS: resample on the CPU there
+        return torch.device("cpu") if self.device.type == "mps" else self.device
+
     def _preprocess(self, image: Image, notes: list[str]) -> pp.Preprocessed:
         try:
-            return pp.preprocess(image, self.card.preprocessing, self.device)
+            prep = pp.preprocess(image, self.card.preprocessing, self._resample_device())
+            prep.tensor = prep.tensor.to(self.device)
+            return prep
         except Exception as exc:  # noqa: BLE001
             if self.device.type == "cpu" or not is_oom(exc):
                 raise
@@ -142,6 +148,7 @@ class Segmenter:
 
     def _back_to_source(self, probs: torch.Tensor, prep: pp.Preprocessed, num_classes: int,
                         notes: list[str]) -> np.ndarray:
+        probs = probs.to(self._resample_device())
         try:
             return pp.labels_on_source(probs, prep.grid, prep.source, num_classes)
         except Exception as exc:  # noqa: BLE001
