@@ -129,8 +129,12 @@ class SlidingWindow:
                 w = weight.to(probs.device)
                 for n, (a, b, c) in enumerate(chunk):
                     sl = (slice(None), slice(a, a + self.roi[0]), slice(b, b + self.roi[1]), slice(c, c + self.roi[2]))
-                    acc[0][sl] += (probs[n] * w).to(acc.device)
-                    cnt[0][sl] += w.to(cnt.device)
+                    if acc.device == probs.device:
+                        acc[0][sl].addcmul_(probs[n], w)  # in place: no temporary window copy
+                        cnt[0][sl].add_(w)
+                    else:  # stitching on the CPU
+                        acc[0][sl] += (probs[n] * w).to(acc.device)
+                        cnt[0][sl] += w.to(cnt.device)
                     done += 1
                 del batch, probs
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled
