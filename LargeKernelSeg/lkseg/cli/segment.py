@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             export.write_labels(result.labels, result.table, dst)
             rows = export.organ_volumes(result.labels, result.table)
             written = [dst]
-            stem = dst.name[: -len(FORMATS[args.format])]
+            stem = case_name(dst)
             if args.volumes:
                 written.append(export.write_volumes(rows, dst.with_name(f"{stem}_volumes.csv")))
             if args.overlay:
