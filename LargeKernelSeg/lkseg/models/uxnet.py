@@ -1,0 +1,89 @@
+"""3D UX-Net.
+
+Paper: H. H. Lee, S. Bao, Y. Huo, B. A. Landman, "3D UX-Net: A Large Kernel Volumetric ConvNet
+Modernizing Hierarchical Transformer for Medical Image Segmentation", ICLR 2023.
+Official code: MASILab/3DUX-Net (``networks/UXNet_3D``).
+
+Encoder block: depthwise 7^3 conv -> LayerNorm (channels last) -> "depthwise scaling":
+grouped 1x1x1 conv to 4x channels (groups = channels) -> GELU -> grouped 1x1x1 conv back ->
+layer scale ``gamma`` (init 1e-6) -> residual with stochastic depth. Layout and decoder:
+:mod:`lkseg.models.blocks`. The state-dict keys and shapes equal the official ones (encoder
+under ``uxnet_3d``), so official ``.pth`` weights load with ``strict=True``; the paper
+configuration has 53,006,510 parameters with 14 classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from monai.networks.layers import DropPath
+
+from lkseg.models.blocks import LayerNorm3d, UXEncoder, UXNetLayout
+from lkseg.models.registry import register
+
+__all__ = ["UXNet", "UXBlock"]
+
+
+class UXBlock(nn.Module):
+    """One 3D UX-Net block (see the module docstring)."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, drop_path: float = 0.0,
+                 layer_scale_init_value: float = 1e-6) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv3d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = LayerNorm3d(dim, data_format="channels_last")
+        self.pwconv1 = nn.Conv3d(dim, 4 * dim, kernel_size=1, groups=dim)
+        self.act = nn.GELU()
+        self.pwconv2 = nn.Conv3d(4 * dim, dim, kernel_size=1, groups=dim)
+        self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
+                      if layer_scale_init_value > 0 else None)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dwconv(x)
+        y = self.norm(y.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        y = self.pwconv2(self.act(self.pwconv1(y)))
+        if self.gamma is not None:
+            y = y * self.gamma.view(1, -1, 1, 1, 1)
+        return x + self.drop_path(y)
+
+
+@register(
+    "uxnet",
+    paper_config={"depths": (2, 2, 2, 2), "feat_size": (48, 96, 192, 384), "hidden_size": 768,
+                  "kernel_size": 7, "drop_path_rate": 0.0, "layer_scale_init_value": 1e-6},
+    description="3D UX-Net: depthwise 7^3 large-kernel blocks, UNETR-style decoder",
+    paper="Lee et al., 3D UX-Net, ICLR 2023",
+    small_config={"depths": (1, 1, 1, 1), "feat_size": (8, 16, 32, 64), "hidden_size": 64},
+)
+class UXNet(UXNetLayout):
+    """3D UX-Net.
+
+    Args:
+        in_channels: input image channels.
+        out_channels: classes including background.
+        depths: blocks per encoder stage.
+        feat_size: channels per encoder stage.
+        hidden_size: channels of the bottleneck block ``encoder5``.
+        kernel_size: depthwise kernel size (7 in the paper).
+        drop_path_rate: stochastic depth rate, linearly increasing over the blocks.
+        layer_scale_init_value: initial layer scale (0 disables it).
+        norm_name: decoder normalisation (MONAI name).
+        res_block: residual decoder blocks.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 14, depths: Sequence[int] = (2, 2, 2, 2),
+                 feat_size: Sequence[int] = (48, 96, 192, 384), hidden_size: int = 768, kernel_size: int = 7,
+                 drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6,
+                 norm_name: str | tuple = "instance", res_block: bool = True) -> None:
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+
+        def block(dim: int, rate: float) -> nn.Module:
+            return UXBlock(dim, kernel_size, rate, layer_scale_init_value)
+
+        encoder = UXEncoder(in_channels, depths, feat_size, drop_path_rate, block)
+        super().__init__("uxnet_3d", encoder, in_channels, out_channels, feat_size, hidden_size,
+                         norm_name, res_block)
