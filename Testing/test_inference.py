@@ -183,3 +183,18 @@ def test_intensity_modes() -> None:
     assert normalise_intensity(x, {"mode": "none"}) is x
     with pytest.raises(LkSegError, match="intensity mode"):
         normalise_intensity(x, {"mode": "percentile"})
+
+
+def test_cancel_between_tta_passes(threshold_card) -> None:
+    model, card = threshold_card(roi=(16, 16, 16), sw_batch_size=64)  # one batch holds every window
+    cancel = threading.Event()
+    calls = []
+
+    def hook(module, inputs, output):
+        calls.append(1)
+        cancel.set()
+
+    model.register_forward_hook(hook)
+    with pytest.raises(Cancelled):
+        Segmenter(model, card, device="cpu").segment(ball_image(), cancel=cancel, tta=True)
+    assert len(calls) == 1  # the three flipped passes never ran

@@ -22,7 +22,7 @@ import torch
 
 from lkseg import preprocessing as pp
 from lkseg.devices import autocast, resolve_device
-from lkseg.errors import LkSegError
+from lkseg.errors import Cancelled, LkSegError
 from lkseg.image import Image
 from lkseg.sliding_window import SlidingWindow, is_oom
 
@@ -101,7 +101,7 @@ class Segmenter:
 
             t0 = time.perf_counter()
             window = SlidingWindow(
-                self._predictor(tta, num_classes), num_classes, tuple(settings.roi_size),
+                self._predictor(tta, num_classes, cancel), num_classes, tuple(settings.roi_size),
                 overlap=float(settings.overlap), blend=str(getattr(settings, "blend", "gaussian")),
                 batch_size=int(sw_batch_size or settings.sw_batch_size), device=self.device,
                 memory_limit_bytes=self.memory_limit_bytes, notes=notes)
@@ -158,12 +158,14 @@ class Segmenter:
             notes.append(f"out of memory while resampling back on {probs.device}: done on the CPU")
             return pp.labels_on_source(probs.cpu(), prep.grid, prep.source, num_classes)
 
-    def _predictor(self, tta: bool, num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _predictor(self, tta: bool, num_classes: int, cancel: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
         flips: list[tuple[int, ...]] = [()] + ([(2,), (3,), (4,)] if tta else [])
 
         def predict(batch: torch.Tensor) -> torch.Tensor:
             total = None
-            for dims in flips:
+            for n, dims in enumerate(flips):
+                if n and cancel is not None and cancel.is_set():  # TTA passes are long: check between them too
+                    raise Cancelled()
                 inp = batch.flip(dims) if dims else batch
                 with autocast(self.device, self.mixed_precision):
                     out = self.model(inp)
