@@ -206,7 +206,30 @@ def test_uxnet_from_scratch_single_case(tmp_path):
     assert card.architecture == "uxnet" and card.provenance.parent_sha256 is None
     assert card.inference.roi_size == (32, 32, 32) and card.labels.same_as(TABLE)
     assert "single case" in card.provenance.metrics["notes"]
-    assert card.hyperparameters == {**get_spec("uxnet").paper_config, **get_spec("uxnet").small_config}
+    expected = {**get_spec("uxnet").paper_config, **get_spec("uxnet").small_config}
+    assert card.hyperparameters == json.loads(json.dumps(expected))  # JSON turns tuples into lists
+
+
+@pytest.mark.skipif(not _has("repuxnet"), reason="repuxnet not registered")
+def test_repuxnet_trains_reparameterized_and_unfolds_deploy_checkpoints(tmp_path):
+    ds = make_dataset(tmp_path / "ds", n=2)
+    spec = get_spec("repuxnet")
+    hp = {**spec.paper_config, **spec.small_config, "deploy": True}
+    folded = build_model("repuxnet", 1, 3, **{**hp, "deploy": False}).fold()
+    card = ModelCard("repuxnet", hp, 1, TABLE, preprocessing=Preprocessing(intensity=dict(WINDOW)),
+                     inference=InferenceSettings(roi_size=(32, 32, 32), sw_batch_size=1))
+    parent = save_checkpoint(tmp_path / "folded.safetensors", folded.state_dict(), card)
+    best = train(TrainConfig(dataset=ds.root, out=tmp_path / "job", checkpoint=parent, steps=1, batch_size=2,
+                             device="cpu", lr=1e-12, weight_decay=0.0))
+    model, new_card = load_checkpoint(best)
+    assert new_card.hyperparameters["deploy"] is False
+    blocks = [(n, m) for n, m in model.named_modules() if hasattr(m, "bfm")]
+    assert blocks
+    old = folded.state_dict()
+    for name, block in blocks:  # raw weights now; raw x BFM gives back the folded kernels
+        eff = block.dwconv.weight * block.bfm
+        assert torch.allclose(eff, old[f"{name}.dwconv.weight"], atol=1e-5)
+        assert not torch.allclose(block.dwconv.weight, old[f"{name}.dwconv.weight"])
 
 
 @pytest.mark.slow

@@ -123,6 +123,8 @@ class Run:
                                      preprocessing=pre, inference=inf, provenance=cardmod.Provenance())
             if cfg.upkern_from is not None:
                 model = self._upkern(model, card)
+        if card.architecture == "repuxnet":
+            card = _unfold_repuxnet(model, card)
         self.roi = tuple(cfg.roi) if cfg.roi else tuple(card.inference.roi_size)
         if tuple(card.inference.roi_size) != self.roi:
             card = dataclasses.replace(card, inference=dataclasses.replace(card.inference, roi_size=self.roi))
@@ -375,6 +377,23 @@ class Run:
         data[when] = state_dict_sha256(self.model.state_dict())
         data["step"] = self.step
         f.write_text(json.dumps(data))
+
+
+def _unfold_repuxnet(model: torch.nn.Module, card: Any) -> Any:
+    """RepUX-Net trains with its Bayesian frequency re-parameterization (effective kernel =
+    raw weight x BFM, see :mod:`lkseg.models.repuxnet`). A folded (``deploy``) checkpoint holds
+    effective weights; they are divided by the BFM (strictly positive) so that training starts
+    from the same function and the new checkpoint holds raw weights with ``deploy=False``, as
+    the module documents."""
+    folded = [m for m in model.modules() if hasattr(m, "bfm") and getattr(m, "deploy", False)]
+    if not folded:
+        return card
+    with torch.no_grad():
+        for m in folded:
+            m.dwconv.weight.div_(m.bfm.to(m.dwconv.weight.dtype))
+            m.deploy = False
+    log.info("RepUX-Net: unfolded %d deploy-mode blocks to train with the re-parameterization", len(folded))
+    return dataclasses.replace(card, hyperparameters={**card.hyperparameters, "deploy": False})
 
 
 def _float(outputs: Any) -> Any:
