@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 import torch
+from reference_shapes import load_reference, reference_dir
 
 from lkseg.errors import LkSegError
 from lkseg.models.mednext import (MedNeXt, lkseg_to_monai, monai_to_lkseg, official_to_lkseg,
@@ -14,32 +12,14 @@ from lkseg.models.mednext import (MedNeXt, lkseg_to_monai, monai_to_lkseg, offic
 from lkseg.models.registry import build_model, count_parameters, get_spec
 from lkseg.models.upkern import UpKernError, upkern_from, upkern_state_dict
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 CONFIGS = [(size, k, ds) for size in "sbml" for k in (3, 5) for ds in (False, True)]
 
 
 def _reference(name: str) -> tuple[int, dict[str, tuple[int, ...]]]:
     """(parameter count, {key: shape}) from ``<name>_state_dict.tsv``."""
-    try:
-        from reference_shapes import load_reference  # shared parser, when present
-
-        params, shapes, _header = load_reference(name)
-        return int(params), {k: tuple(int(s) for s in v) for k, v in shapes.items()}
-    except ImportError:
-        pass
-    path = REFERENCE / f"{name}_state_dict.tsv"
-    if not path.is_file():
-        pytest.skip(f"reference file {path} is not available")
-    params = None
-    shapes: dict[str, tuple[int, ...]] = {}
-    for line in path.read_text().splitlines():
-        if line.startswith("# parameters:"):
-            params = int(line.split(":", 1)[1])
-        if line.startswith("#") or not line.strip():
-            continue
-        key, shape = line.split("\t")
-        shapes[key] = tuple(int(s) for s in shape.split(","))
-    assert params is not None, f"{path} has no '# parameters:' line"
+    if reference_dir() is None:
+        pytest.skip("shared/reference (official state-dict shapes) is not beside the repository")
+    params, shapes, _header = load_reference(name)
     return params, shapes
 
 
