@@ -208,6 +208,15 @@ def test_dependency_check_matches_pyproject_and_finds_missing():
     assert "PyTorch extension" in glue.install_prompt(["torch", "monai"])
 
 
+def test_requirements_file_parsing(tmp_path):
+    from LargeKernelSegLib.dependencies import read_requirements
+
+    f = tmp_path / "requirements.txt"
+    f.write_text("# comment\n\nPillow>=10  # images\nmonai[nibabel]>=1.4\nSimpleITK==2.3.1; python_version>'3'\ntqdm\n")
+    assert read_requirements(f) == {"PIL": "Pillow>=10", "monai": "monai[nibabel]>=1.4",
+                                    "SimpleITK": "SimpleITK==2.3.1; python_version>'3'", "tqdm": "tqdm"}
+
+
 def test_job_view_reads_progress_and_status(tmp_path):
     rows = [{"step": 10, "epoch": 0, "loss": 0.9, "lr": 1e-4, "val_dice": None, "eta_s": 120, "time": 1},
             {"step": 20, "epoch": 0, "loss": 0.5, "lr": 1e-4, "val_dice": 0.61, "eta_s": 60, "time": 2}]

@@ -22,6 +22,8 @@ CMAKE = MODULE_DIR / "CMakeLists.txt"
 TOP_CMAKE = ROOT / "CMakeLists.txt"
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 DEFAULT_SCREENSHOT = "slicer_panel.png"
+REQUIREMENTS_TXT = MODULE_DIR / "Resources" / "requirements.txt"
+BUNDLED_WITH_SLICER = {"numpy"}
 PACKAGE_DATA_DIRS = ("lkseg/data",)
 
 
@@ -75,16 +77,30 @@ def screenshot_line(screenshots: Path = SCREENSHOTS) -> str:
     return f'set(EXTENSION_SCREENSHOTURLS "{urls}")'
 
 
+def requirements_text(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """The module's Resources/requirements.txt: pyproject's dependencies minus what Slicer bundles."""
+    import tomllib
+
+    deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
+    keep = [d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() not in BUNDLED_WITH_SLICER]
+    return ("# Written from pyproject.toml by scripts/update_cmake_lists.py; installed on first use\n"
+            "# (torch through the PyTorch extension, the rest with pip).\n" + "".join(f"{d}\n" for d in keep))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report whether the lists are up to date")
     args = parser.parse_args(argv)
     changes = {}
+    if not REQUIREMENTS_TXT.is_file():  # a new resource must be listed in the CMake lists below
+        REQUIREMENTS_TXT.write_text(requirements_text(), encoding="utf-8")
     old = CMAKE.read_text(encoding="utf-8")
     new = replace_block(old, "SCRIPTS", module_scripts())
     changes[CMAKE] = (old, replace_block(new, "RESOURCES", module_resources()))
     old = TOP_CMAKE.read_text(encoding="utf-8")
     changes[TOP_CMAKE] = (old, replace_block(old, "SCREENSHOTS", [screenshot_line()], indent=""))
+    old = REQUIREMENTS_TXT.read_text(encoding="utf-8") if REQUIREMENTS_TXT.is_file() else ""
+    changes[REQUIREMENTS_TXT] = (old, requirements_text())
     stale = [path for path, (a, b) in changes.items() if a != b]
     for path in stale:
         if args.check:

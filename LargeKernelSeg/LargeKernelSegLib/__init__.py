@@ -5,7 +5,15 @@ objects, so they are tested with real VTK outside Slicer (Testing/test_slicer_gl
 here imports slicer, qt or ctk, and nothing imports torch at import time.
 """
 
-from .dependencies import REQUIREMENTS, install_prompt, lkseg_parent, missing_modules, pip_requirements, pythonpath_with
+from .dependencies import (
+    REQUIREMENTS,
+    install_prompt,
+    lkseg_parent,
+    missing_modules,
+    pip_requirements,
+    pythonpath_with,
+    read_requirements,
+)
 from .geometry import (
     array_from_vtk_image,
     image_from_volume_arrays,
@@ -38,6 +46,6 @@ __all__ = [
     "array_from_vtk_image", "atomic_write_text", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "lkseg_parent", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",
-    "pip_requirements", "pythonpath_with", "read_progress", "sanitize_case_id", "segment_id_list", "segment_specs",
+    "pip_requirements", "pythonpath_with", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",
     "segmentation_name", "table_from_text", "table_to_text", "terminology_entry", "user_message", "vtk_image_from_array", "vtk_matrix_to_numpy",
 ]

@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 from pathlib import Path
 
-REQUIREMENTS: dict[str, str] = {
-    "torch": "torch>=2.1",
-    "monai": "monai>=1.4",
-    "SimpleITK": "SimpleITK>=2.3",
-    "safetensors": "safetensors>=0.4",
-    "matplotlib": "matplotlib>=3.7",
-    "tqdm": "tqdm>=4.60",
-}
-"""Import name -> pip requirement (the same pins as pyproject.toml's dependencies)."""
+REQUIREMENTS_FILE = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
+"""The module's pip requirements, written from pyproject.toml by scripts/update_cmake_lists.py."""
+IMPORT_NAMES = {"pillow": "PIL", "scikit-image": "skimage", "pyyaml": "yaml"}
+"""pip names whose import name differs (lower-case pip name -> import name)."""
+
+
+def read_requirements(path: Path = REQUIREMENTS_FILE) -> dict[str, str]:
+    """Import name -> pip requirement, from a requirements.txt (comments and blank lines ignored)."""
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        req = line.split("#", 1)[0].strip()
+        if not req:
+            continue
+        name = re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0]
+        out[IMPORT_NAMES.get(name.lower(), name)] = req
+    return out
+
+
+REQUIREMENTS: dict[str, str] = read_requirements()
+"""Import name -> pip requirement (the pins of pyproject.toml's dependencies, numpy excepted)."""
 
 TORCH = "torch"
 
