@@ -492,23 +492,17 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         return path
 
     def startFineTune(self, datasetFolder, checkpoint, steps, minutes, device):
-        """Start a background fine-tuning job; returns its folder (the job outlives the panel)."""
+        """Start a detached fine-tuning job in ``<dataset>/jobs/``; returns its folder (it outlives the panel)."""
         from lkseg import jobs
         from lkseg.errors import LkSegError
         if not datasetFolder:
             raise LkSegError("Choose the dataset folder with your corrected cases first (Export section).")
-        return jobs.start_job(dataset=datasetFolder, checkpoint=checkpoint, steps=steps or None,
-                              minutes=minutes or None, device=device)
+        out = glue.new_job_dir(datasetFolder)
+        return jobs.start_job(glue.fine_tune_argv(datasetFolder, checkpoint, out, steps, minutes, device), out=out)
 
     def jobView(self, jobDir):
         from lkseg import jobs
-        total = None
-        try:
-            with open(os.path.join(jobDir, "job.json"), encoding="utf-8") as f:
-                total = json.load(f).get("steps")
-        except (OSError, ValueError, AttributeError):
-            pass
-        return glue.job_view(jobs.job_status(jobDir), glue.read_progress(jobDir), total)
+        return glue.job_view(jobs.job_status(jobDir), glue.read_progress(jobDir), glue.job_total_steps(jobDir))
 
     def cancelFineTune(self, jobDir):
         from lkseg import jobs

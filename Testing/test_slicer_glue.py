@@ -347,3 +347,28 @@ def test_child_processes_find_the_same_lkseg(tmp_path):
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == Path(lkseg.__file__).resolve()
+
+
+def test_fine_tune_arguments_parse_with_the_real_trainer(tmp_path):
+    from datetime import datetime
+
+    from lkseg.training import build_parser
+
+    out = glue.new_job_dir(tmp_path / "ds", now=datetime(2026, 5, 4, 3, 2, 1))
+    assert out == tmp_path / "ds" / "jobs" / "finetune-20260504-030201"
+    out.mkdir(parents=True)
+    assert glue.new_job_dir(tmp_path / "ds", now=datetime(2026, 5, 4, 3, 2, 1)).name == "finetune-20260504-030201-2"
+    argv = glue.fine_tune_argv(tmp_path / "ds", tmp_path / "m.safetensors", out, steps=300, minutes=5, device="cpu")
+    args = build_parser().parse_args(argv)
+    assert (args.dataset, args.out, args.checkpoint) == (tmp_path / "ds", out, tmp_path / "m.safetensors")
+    assert args.steps == 300 and args.minutes is None and args.device == "cpu"
+    args = build_parser().parse_args(glue.fine_tune_argv("d", "m", "o", steps=0, minutes=2.5))
+    assert args.steps is None and args.minutes == 2.5 and args.device == "auto"
+    args = build_parser().parse_args(glue.fine_tune_argv("d", "m", "o"))
+    assert args.steps is None and args.minutes is None
+    (out / "job.json").write_text(json.dumps({"argv": argv, "out": str(out)}))
+    assert glue.job_total_steps(out) == 300
+    (out / "job.json").write_text(json.dumps({"steps": 40}))
+    assert glue.job_total_steps(out) == 40
+    (out / "job.json").write_text("{broken")
+    assert glue.job_total_steps(out) is None
