@@ -13,7 +13,7 @@ from lkseg.errors import Cancelled, LkSegError
 from lkseg.image import Image
 from lkseg.imageio import read_image, write_image
 from lkseg.inference import Segmenter, segment_file
-from lkseg.sliding_window import gaussian_map, window_starts
+from lkseg.sliding_window import SlidingWindow, gaussian_map, window_starts
 
 
 def ball_image(n: int = 40, extra_blob: bool = False) -> Image:
@@ -198,3 +198,18 @@ def test_cancel_between_tta_passes(threshold_card) -> None:
     with pytest.raises(Cancelled):
         Segmenter(model, card, device="cpu").segment(ball_image(), cancel=cancel, tta=True)
     assert len(calls) == 1  # the three flipped passes never ran
+
+
+@pytest.mark.parametrize("shape", [(50, 41, 37), (20, 41, 13)])  # the second needs padding up to the ROI
+def test_constant_blend_equals_monai_sliding_window(shape) -> None:
+    """Our tiling and stitching reproduce MONAI's sliding_window_inference exactly (constant blending)."""
+    from monai.inferers import sliding_window_inference
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 5, padding=2), torch.nn.GELU(), torch.nn.Conv3d(4, 3, 3, padding=1))
+    x = torch.rand(1, 1, *shape)
+    with torch.inference_mode():
+        ours = SlidingWindow(lambda b: net(b), 3, (24, 24, 24), 0.5, "constant", 4).run(x)
+        theirs = sliding_window_inference(x, (24, 24, 24), 4, net, overlap=0.5, mode="constant")
+    assert ours.shape == theirs.shape
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
