@@ -266,6 +266,22 @@ def test_import_uses_the_architecture_key_mapping(tmp_path):
         assert torch.equal(v, official.state_dict()[k]), k
 
 
+def test_import_official_uxnet_with_wrong_label_table(tmp_path):
+    # 3D UX-Net (small configuration) trained for 4 organs, saved the way training scripts do
+    spec = get_spec("uxnet")
+    net = build_model("uxnet", 1, 5, **spec.small_config)
+    src = tmp_path / "uxnet_flare.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in net.state_dict().items()}}, src)
+    out = import_official(src, ModelCard("uxnet", dict(spec.small_config), 1, FLARE21), tmp_path / "ux.safetensors")
+    model, _ = load_checkpoint(out)
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net.eval()(x), atol=1e-5)
+    with raises_naming(src, "13 labels .*5 output channels"):
+        import_official(src, ModelCard("uxnet", dict(spec.small_config), 1, BTCV), tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_load_onto_gpu(tmp_path):
