@@ -142,3 +142,27 @@ def test_network_tensor_has_monai_layout(shared_data: Path, threshold_card) -> N
     assert tuple(ours.shape) == tuple(theirs.shape)
     # (nibabel and SimpleITK apply the NIfTI intensity scaling in different precisions: <0.05 HU)
     torch.testing.assert_close(ours, torch.as_tensor(np.asarray(theirs), dtype=torch.float32), atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_back_resampling_equals_full_interpolation(seed: int) -> None:
+    """Interpolating only where neighbouring network labels disagree gives the full result exactly."""
+    import torch
+    import torch.nn.functional as F
+
+    from lkseg.preprocessing import Grid, labels_on_source, network_grid
+
+    rng = np.random.default_rng(seed)
+    source = Grid((23, 31, 27), Image(np.zeros((23, 31, 27)), rng.uniform(0.7, 2.0, 3), rng.uniform(-9, 9, 3),
+                                      random_rotation(rng, reflect=seed == 1)).ijk_to_lps())
+    grid = network_grid(source, "RAS", (1.3, 1.6, 1.1))
+    if seed == 1:  # a cropped network grid: part of the input lies outside it
+        from lkseg.preprocessing import crop_grid
+
+        grid = crop_grid(grid, (slice(3, grid.shape[0] - 2), slice(0, grid.shape[1] - 4), slice(2, grid.shape[2])))
+    coarse = torch.rand(1, 5, 5, 6, 4, generator=torch.Generator().manual_seed(seed))
+    probs = torch.softmax(4 * F.interpolate(coarse, size=grid.shape, mode="trilinear"), dim=1)
+    fast = labels_on_source(probs, grid, source, 5, method="fast", slab_voxels=5000)
+    full = labels_on_source(probs, grid, source, 5, method="full")
+    assert len(np.unique(full)) >= 3
+    np.testing.assert_array_equal(fast, full)
