@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from lkseg.models import build_model, count_parameters, get_spec, list_models
+from lkseg.errors import LkSegError
+from lkseg.models.blocks import InputSizeError
 from lkseg.models.uxnet import UXNet
 from reference_shapes import load_reference, reference_dir
 
@@ -57,14 +59,48 @@ def test_block_is_residual_with_layer_scale() -> None:
 
 
 def test_every_registered_network_runs_its_small_config() -> None:
-    x = torch.randn(1, 1, 64, 64, 64)
     for spec in list_models():
+        side = 64 if spec.name == "swinunetr" else 32  # SwinUNETR needs sides >= 64 (see baselines.py)
         model = build_model(spec.name, 1, 2, **spec.small_config).eval()
         with torch.no_grad():
-            y = model(x)
+            y = model(torch.randn(1, 1, side, side, side))
         y = y[0] if isinstance(y, (list, tuple)) else y
-        assert y.shape == (1, 2, 64, 64, 64), spec.name
+        assert y.shape == (1, 2, side, side, side), spec.name
         assert torch.isfinite(y).all(), spec.name
+
+
+def test_segresnet_small_config_trains() -> None:
+    torch.manual_seed(0)
+    model = build_model("segresnet", 1, 3, **get_spec("segresnet").small_config)
+    y = model(torch.randn(1, 1, 32, 32, 32))
+    assert y.shape == (1, 3, 32, 32, 32) and torch.isfinite(y).all()
+    y.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+def test_swinunetr_keeps_monai_keys_and_names_too_small_training_patches() -> None:
+    from monai.networks.nets import SwinUNETR
+
+    config = get_spec("swinunetr").small_config
+    ours = build_model("swinunetr", 1, 3, **config)
+    monai_net = SwinUNETR(in_channels=1, out_channels=3, **{"feature_size": 48, **config})
+    theirs = {k: tuple(v.shape) for k, v in monai_net.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == theirs
+    ours.load_state_dict(monai_net.state_dict(), strict=True)
+    # At 32^3 the bottleneck is one voxel, which instance norm cannot normalise.
+    with pytest.raises(InputSizeError, match="32x32x32 .*at least 64.*64x64x64"):
+        ours(torch.randn(1, 1, 32, 32, 32))
+    with pytest.raises(LkSegError, match="multiple of 32.*64x64x64"):
+        ours.eval()(torch.randn(1, 1, 64, 64, 48))
+
+
+def test_uxnet_input_size_and_spatial_dims_are_checked() -> None:
+    model = build_model("uxnet", 1, 2, **get_spec("uxnet").small_config)
+    with pytest.raises(InputSizeError, match="40x32x33.*multiple of 16.*48x32x48"):
+        model(torch.randn(1, 1, 40, 32, 33))
+    with pytest.raises(ValueError, match="spatial_dims must be 3"):
+        UXNet(1, 2, spatial_dims=2)
 
 
 def test_unknown_architecture_names_the_known_ones() -> None:

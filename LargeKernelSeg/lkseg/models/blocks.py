@@ -19,7 +19,27 @@ import torch.nn.functional as F
 from monai.networks.blocks.dynunet_block import UnetOutBlock
 from monai.networks.blocks.unetr_block import UnetrBasicBlock, UnetrUpBlock
 
-__all__ = ["LayerNorm3d", "UXEncoder", "UXNetLayout"]
+from lkseg.errors import LkSegError
+
+__all__ = ["InputSizeError", "LayerNorm3d", "UXEncoder", "UXNetLayout", "check_input_size"]
+
+
+class InputSizeError(LkSegError, ValueError):
+    """An input patch whose size the network cannot take (e.g. a training ROI not divisible by 16)."""
+
+
+def check_input_size(x: torch.Tensor, network: str, divisor: int, min_side: int = 0) -> None:
+    """Raise :class:`InputSizeError` unless every spatial side of ``x`` (``[N, C, *spatial]``) is a
+    multiple of ``divisor`` and at least ``min_side``; the message says which patch sizes work."""
+    sides = tuple(int(s) for s in x.shape[2:])
+    least = max(divisor, min_side)
+    if any(s % divisor or s < least for s in sides):
+        size = "x".join(str(s) for s in sides)
+        fit = "x".join(str(max(least, -(-s // divisor) * divisor)) for s in sides)
+        raise InputSizeError(
+            f"{network} cannot take a {size} input patch: every side must be a multiple of {divisor}"
+            + (f" and at least {min_side}" if min_side > divisor else "")
+            + f"; choose a patch/ROI size such as {fit} (--roi / inference.roi_size)")
 
 
 class LayerNorm3d(nn.Module):
@@ -120,6 +140,7 @@ class UXNetLayout(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, in_channels, D, H, W]`` -> logits ``[N, out_channels, D, H, W]``."""
+        check_input_size(x, type(self).__name__, 16)
         outs = getattr(self, self._encoder_name)(x)
         enc1 = self.encoder1(x)
         enc2 = self.encoder2(outs[0])

@@ -21,8 +21,12 @@ How the weights are used — this decides what a checkpoint holds:
 * :meth:`RepUXNet.fold` bakes ``w * BFM`` into plain depthwise convs (``deploy`` mode, the
   official inference form: weights used as they are). A folded model's state dict therefore
   holds effective weights and must be loaded with ``deploy=True``; checkpoints written by our
-  training hold raw weights and ``deploy=False`` (the default). Official deploy-mode weights
-  are imported with ``deploy=True``.
+  training hold raw weights and ``deploy=False`` (the default).
+* Official ``.pth`` files (``torch.save(model.state_dict())``) hold the kernels exactly as the
+  official network last convolved with them (its forward stores ``w * BFM`` and convolves with
+  it), so they are effective weights whatever mode they were trained in: import them with
+  ``deploy=True`` (``lkseg import ... --hp deploy=true``). Loading them with ``deploy=False``
+  would apply the BFM once more.
 
 The BFM is a non-persistent buffer, so the state-dict keys equal the official ones
 (65,828,270 parameters with 14 classes).

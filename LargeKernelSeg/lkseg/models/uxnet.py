@@ -67,19 +67,24 @@ class UXNet(UXNetLayout):
         depths: blocks per encoder stage.
         feat_size: channels per encoder stage.
         hidden_size: channels of the bottleneck block ``encoder5``.
-        kernel_size: depthwise kernel size (7 in the paper).
         drop_path_rate: stochastic depth rate, linearly increasing over the blocks.
         layer_scale_init_value: initial layer scale (0 disables it).
+        kernel_size: depthwise kernel size (7 in the paper).
         norm_name: decoder normalisation (MONAI name).
         res_block: residual decoder blocks.
+        spatial_dims: must be 3 (kept for the official constructor's signature).
+
+    Input sides must be divisible by 16 (four stride-2 stages).
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 14, depths: Sequence[int] = (2, 2, 2, 2),
-                 feat_size: Sequence[int] = (48, 96, 192, 384), hidden_size: int = 768, kernel_size: int = 7,
-                 drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 norm_name: str | tuple = "instance", res_block: bool = True) -> None:
+                 feat_size: Sequence[int] = (48, 96, 192, 384), hidden_size: int = 768,
+                 drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6, kernel_size: int = 7,
+                 norm_name: str | tuple = "instance", res_block: bool = True, spatial_dims: int = 3) -> None:
         if kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        if spatial_dims != 3:
+            raise ValueError(f"3D UX-Net is volumetric: spatial_dims must be 3, got {spatial_dims}")
 
         def block(dim: int, rate: float) -> nn.Module:
             return UXBlock(dim, kernel_size, rate, layer_scale_init_value)
