@@ -93,3 +93,47 @@ def test_small_repuxnet_trains() -> None:
     y.square().mean().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert missing == []
+
+
+def test_adamw_steps_update_the_raw_weight_as_a_hand_written_adamw_does() -> None:
+    # AdamW on w with the chain-rule gradient (d loss / d w_eff) * table, written out by hand:
+    # nothing compounds between steps, the stored weight is the optimizer's w_k.
+    torch.manual_seed(2)
+    block = RepUXBlock(dim=2, kernel_size=5, alpha=1.0)
+    x = torch.randn(1, 2, 6, 6, 6)
+    lr, b1, b2, eps, wd = 0.01, 0.9, 0.999, 1e-8, 0.05
+    opt = torch.optim.AdamW([block.dwconv.weight], lr=lr, betas=(b1, b2), eps=eps, weight_decay=wd)
+    table = bayesian_frequency_matrix(5, 1.0)
+    w = block.dwconv.weight.detach().clone().double()
+    m = torch.zeros_like(w)
+    v = torch.zeros_like(w)
+    conv = block.dwconv
+    for t in range(1, 5):
+        w_eff = (w.float() * table).requires_grad_(True)
+        ref = F.conv3d(x, w_eff, conv.bias.detach(), conv.stride, conv.padding, 1, conv.groups)
+        ref = block.act(F.batch_norm(ref, None, None, block.norm.weight.detach(), block.norm.bias.detach(), True))
+        ref.square().mean().backward()
+        g = (w_eff.grad * table).double()
+        w = w * (1 - lr * wd)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        w = w - lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps)
+        opt.zero_grad()
+        block(x).square().mean().backward()
+        opt.step()
+        torch.testing.assert_close(block.dwconv.weight.detach().double(), w, rtol=1e-4, atol=1e-6)
+
+
+def test_bfm_is_not_in_the_state_dict_and_deploy_uses_weights_as_they_are() -> None:
+    torch.manual_seed(3)
+    block = RepUXBlock(dim=3, kernel_size=5, deploy=True).eval()
+    assert "bfm" not in block.state_dict()
+    assert set(block.state_dict()) == {"dwconv.weight", "dwconv.bias", "norm.weight", "norm.bias",
+                                       "norm.running_mean", "norm.running_var", "norm.num_batches_tracked"}
+    x = torch.randn(1, 3, 7, 7, 7)
+    with torch.no_grad():
+        expected = block.act(block.norm(block.dwconv(x)))  # the plain nn.Conv3d, no table
+        torch.testing.assert_close(block(x), expected)
+        weight = block.dwconv.weight.clone()
+        block.fold()  # already folded: a no-op
+    torch.testing.assert_close(block.dwconv.weight, weight)
