@@ -312,7 +312,6 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self._client = None
-        self._clientDevice = None
         self.task = None
         self.card = None  # model card of the running / last segmentation
         # child processes (worker, training jobs) run sys.executable (PythonSlicer) and must find lkseg
@@ -374,13 +373,13 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError("a segmentation is already running")
         self.card = self.readCard(checkpoint)  # a bad model file fails here, before any work starts
         image = self.volumeToImage(volumeNode)
-        if self._client is None or self._clientDevice != device:  # one worker: the model stays loaded
-            self.close()
+        if self._client is None:  # one long-lived worker: the second run reuses the loaded model
             from lkseg.worker_client import WorkerClient
-            self._client, self._clientDevice = WorkerClient(device=device), device
+            self._client = WorkerClient(device=device)
         client = self._client
         self.task = glue.BackgroundTask(  # the thread only talks to the worker, never to Slicer
-            lambda progress, cancel: client.segment(image, checkpoint, progress=progress, cancel_event=cancel))
+            lambda progress, cancel: client.segment(image, checkpoint, progress=progress, cancel_event=cancel,
+                                                    device=device))
         return self.task.start()
 
     def cancel(self):

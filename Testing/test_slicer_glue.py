@@ -372,3 +372,40 @@ def test_fine_tune_arguments_parse_with_the_real_trainer(tmp_path):
     assert glue.job_total_steps(out) == 40
     (out / "job.json").write_text("{broken")
     assert glue.job_total_steps(out) is None
+
+
+@pytest.mark.slow
+def test_background_task_drives_the_real_worker_process(threshold_checkpoint, monkeypatch):
+    """What the panel does on Segment: a thread runs WorkerClient.segment, the main thread polls."""
+    import os
+    import time
+
+    worker_client = pytest.importorskip("lkseg.worker_client")
+    # as inside Slicer: the child finds lkseg through PYTHONPATH set by the module's logic
+    monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
+    m = _oblique_flipped_ijk_to_ras()
+    array = np.zeros((10, 16, 14), np.float32)
+    array[2:8, 3:12, 4:10] = 1.0
+    array[4:6, 5:9, 5:8] = 2.0
+    image = glue.image_from_volume_arrays(array, glue.numpy_to_vtk_matrix(m))
+    client = worker_client.WorkerClient(device="cpu")
+    try:
+        for _ in range(2):  # the second run reuses the loaded model
+            fractions = []
+            task = glue.BackgroundTask(lambda progress, cancel: client.segment(
+                image, threshold_checkpoint, progress=progress, cancel_event=cancel, device="cpu")).start()
+            deadline = time.monotonic() + 120
+            while task.poll()[0] == "running":  # the panel's QTimer
+                fractions.append(task.poll()[1])
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert task.poll()[0] == "done", task.poll()
+            assert fractions == sorted(fractions)  # progress never goes backwards
+            result = task.result()
+            np.testing.assert_array_equal(result.labels.array, np.where(array >= 1.5, 2, np.where(array >= 0.5, 1, 0)))
+            assert result.labels.same_grid(image)
+            _, matrix = glue.labels_to_vtk_image(result.labels)
+            np.testing.assert_allclose(glue.vtk_matrix_to_numpy(matrix), m, atol=1e-9)
+            assert [s.name for s in glue.segment_specs(result.table)] == ["organ1", "organ2"]
+    finally:
+        client.close()
