@@ -238,10 +238,13 @@ def test_card_summary_when_cards_exist():
     card = card_mod.ModelCard(architecture="uxnet", hyperparameters={}, in_channels=1,
                               labels=labels.get_table("FLARE21"), preprocessing=card_mod.Preprocessing(spacing=(1.5, 1.5, 2.0)),
                               inference=card_mod.InferenceSettings(), provenance=card_mod.Provenance(
-                                  parent_sha256=None, training_data={"dataset": "FLARE21"}, metrics={"dice": 0.9},
-                                  created="2026-01-01T00:00:00Z", lkseg_version="0.1.0", notes=""))
+                                  parent_sha256=None, training_data={"dataset": "FLARE21", "cases": ["a", "b"]},
+                                  metrics={"per_class": {"liver": 0.5}, "dice": 0.9},
+                                  created="2026-01-01T00:00:00Z", lkseg_version="0.1.0", notes="word " * 200))
     text = glue.card_summary(card)
     assert "uxnet" in text and "1.5 x 1.5 x 2 mm" in text and "FLARE21" in text and "dice 0.900" in text
+    assert "per_class" not in text and "['a', 'b']" not in text  # nested values stay out of the summary
+    assert len(text.splitlines()[-1]) <= 400 and text.endswith("...")
     assert glue.segment_specs(card) == glue.segment_specs(card.labels)
 
 

@@ -11,6 +11,24 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+MAX_ITEMS = 4
+MAX_VALUE = 60
+MAX_NOTES = 400
+
+
+def _scalars(d: dict, prefer: tuple[str, ...], numbers_only: bool = False) -> list[tuple[str, Any]]:
+    """Up to MAX_ITEMS short scalar entries of ``d``, the ``prefer`` keys first (nested dicts/lists skipped)."""
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool):
+            return not numbers_only
+        if isinstance(v, (int, float)):
+            return True
+        return not numbers_only and isinstance(v, str) and 0 < len(v) <= MAX_VALUE
+
+    keys = [k for k in prefer if k in d] + [k for k in d if k not in prefer]
+    return [(k, d[k]) for k in keys if ok(d[k])][:MAX_ITEMS]
+
+
 def card_summary(card: Any) -> str:
     """A few plain lines: architecture, labels, spacing, training data and metrics of a ``ModelCard``."""
     table = card.labels
@@ -24,14 +42,15 @@ def card_summary(card: Any) -> str:
         f"Resampled to: {spacing}, orientation {pre.orientation}, intensity {intensity}",
     ]
     prov = card.provenance
-    data = prov.training_data or {}
+    data = _scalars(prov.training_data or {}, prefer=("dataset", "num_cases", "cases", "steps"))
     if data:
-        lines.append("Trained on: " + ", ".join(f"{k} {v}" for k, v in data.items()))
-    if prov.metrics:
-        lines.append("Metrics: " + ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in prov.metrics.items()))
+        lines.append("Trained on: " + ", ".join(f"{k} {v}" for k, v in data))
+    metrics = _scalars(prov.metrics or {}, prefer=("val_dice_mean", "heldout_dice_mean", "dice"), numbers_only=True)
+    if metrics:
+        lines.append("Metrics: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics))
     if prov.notes:
-        lines.append(prov.notes)
+        notes = " ".join(str(prov.notes).split())
+        lines.append(notes if len(notes) <= MAX_NOTES else notes[: MAX_NOTES - 3].rstrip() + "...")
     return "\n".join(lines)
 
 
