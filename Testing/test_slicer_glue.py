@@ -412,3 +412,33 @@ def test_background_task_drives_the_real_worker_process(threshold_checkpoint, mo
             assert [s.name for s in glue.segment_specs(result.table)] == ["organ1", "organ2"]
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_fine_tune_job_started_like_the_panel_reports_its_failure(tmp_path, threshold_checkpoint, monkeypatch):
+    """Start / watch through the real lkseg.jobs: a dataset without cases fails, and the panel says why."""
+    import os
+    import time
+
+    jobs = pytest.importorskip("lkseg.jobs")
+    labels = pytest.importorskip("lkseg.labels")
+    from lkseg.checkpoint import read_card
+    from lkseg.dataset import LocalDataset
+
+    monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
+    table = read_card(threshold_checkpoint).labels
+    assert isinstance(table, labels.LabelTable)
+    dataset = tmp_path / "ds"
+    LocalDataset.create(dataset, table)
+    out = glue.new_job_dir(dataset)
+    job = jobs.start_job(glue.fine_tune_argv(dataset, threshold_checkpoint, out, steps=4, device="cpu"), out=out)
+    assert Path(job) == out
+    deadline = time.monotonic() + 90
+    while True:  # the panel's job timer
+        view = glue.job_view(jobs.job_status(job), glue.read_progress(job), glue.job_total_steps(job))
+        if view.finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert view.finished and view.state == "failed", view
+    assert view.text.startswith("Failed, ") and view.best is None  # followed by the log's last line
+    assert glue.job_total_steps(job) == 4

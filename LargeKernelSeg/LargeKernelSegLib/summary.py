@@ -86,7 +86,8 @@ def job_view(status: dict, rows: list[dict], total_steps: int | None = None) -> 
     """Progress fraction and a one-line text from ``jobs.job_status`` and the progress rows."""
     state = str(status.get("state", "unknown"))
     finished = state in ("done", "failed", "cancelled")
-    best = next((r.get("best") for r in reversed(rows) if r.get("event") == "done" and r.get("best")), None)
+    best = status.get("best") or next(
+        (r.get("best") for r in reversed(rows) if r.get("event") == "done" and r.get("best")), None)
     steps = [r for r in rows if "step" in r and r.get("event") != "done"]
     last = steps[-1] if steps else {}
     dice = next((r["val_dice"] for r in reversed(steps) if r.get("val_dice") is not None), None)
