@@ -106,6 +106,7 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.datasetFolderPathLineEdit.currentPath = self.settings.dataset_folder()
         self.initializeParameterNode()
         self.refreshRecent()
+        self.onCheckpointChanged(self.ui.checkpointPathLineEdit.currentPath)  # the default model's card
 
     def cleanup(self):
         self.segmentTimer.stop()
@@ -474,7 +475,7 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
         return dataset.add_case(image, labels, table, case_id=glue.sanitize_case_id(volumeNode.GetName()), map_by_name=True)
 
     def exportToFile(self, segmentationNode, volumeNode, folder, fmt):
-        """Write the labels as NIfTI or .seg.nrrd next to the dataset; DICOM SEG opens Slicer's DICOM export."""
+        """Write the labels as NIfTI or .seg.nrrd to ``<folder>/exports``; DICOM SEG opens Slicer's DICOM export."""
         if fmt == "DICOM SEG":
             dialog = slicer.qSlicerDICOMExportDialog()
             dialog.setMRMLScene(slicer.mrmlScene)
@@ -482,9 +483,12 @@ class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
             dialog.execDialog(shNode.GetItemByDataNode(segmentationNode))
             return None
         from lkseg import export
+        from lkseg.errors import LkSegError
+        if not folder:
+            raise LkSegError("Choose a dataset folder first: exported files go to its 'exports' folder.")
         table = self.segmentationTable(segmentationNode)
         _, labels = self.segmentationToLabels(segmentationNode, volumeNode, table)
-        folder = os.path.join(folder or tempfile.gettempdir(), "exports")
+        folder = os.path.join(folder, "exports")
         os.makedirs(folder, exist_ok=True)
         path = glue.export_path(folder, volumeNode.GetName(), fmt)
         export.write_labels(labels, table, path)
