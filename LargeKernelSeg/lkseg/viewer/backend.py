@@ -1,0 +1,99 @@
+"""The viewer's link to the core: which segmentation client to use, and the recent-checkpoint list.
+
+Segmentation goes through :class:`lkseg.worker_client.WorkerClient` (a separate process, so a
+crash never takes the window down). If this installation has no worker module, an in-process
+client with the same ``segment`` signature runs :class:`lkseg.inference.Segmenter` instead; the
+viewer calls it from a QThread either way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from lkseg.image import Image
+
+log = logging.getLogger(__name__)
+MAX_RECENT = 8
+
+
+class InProcessClient:
+    """Same interface as ``WorkerClient``; keeps the last checkpoint loaded."""
+
+    def __init__(self, device: str = "auto") -> None:
+        self.device = device
+        self._segmenter: Any = None
+        self._path: str | None = None
+        self._cancel: threading.Event | None = None
+
+    def segment(self, image: Image, checkpoint: str | os.PathLike, progress: Callable[[float, str], None] | None = None,
+                cancel_event: threading.Event | None = None, **options: Any) -> Any:
+        from lkseg.inference import Segmenter
+
+        path = str(Path(checkpoint).resolve())
+        if self._segmenter is None or self._path != path:
+            if progress:
+                progress(0.0, "loading model")
+            self._segmenter, self._path = Segmenter.from_checkpoint(path, self.device), path
+        self._cancel = cancel_event or threading.Event()
+        return self._segmenter.segment(image, progress=progress, cancel=self._cancel, **options)
+
+    def cancel(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()
+
+    def close(self) -> None:
+        self._segmenter = None
+
+
+def make_client(device: str = "auto") -> Any:
+    """A ``WorkerClient`` from the core when available, else :class:`InProcessClient`."""
+    for module in ("lkseg.worker_client", "lkseg.worker"):
+        try:
+            mod = __import__(module, fromlist=["WorkerClient"])
+            return mod.WorkerClient(device=device)
+        except (ImportError, AttributeError):
+            continue
+    log.info("no lkseg worker module; segmenting in-process")
+    return InProcessClient(device)
+
+
+def config_file() -> Path:
+    """Where the viewer keeps its settings ($LKSEG_VIEWER_CONFIG or ~/.config/lkseg/viewer.json)."""
+    env = os.environ.get("LKSEG_VIEWER_CONFIG")
+    return Path(env) if env else Path.home() / ".config" / "lkseg" / "viewer.json"
+
+
+def recent_checkpoints() -> list[Path]:
+    try:
+        data = json.loads(config_file().read_text())
+    except (OSError, ValueError):
+        return []
+    return [Path(p) for p in data.get("recent_checkpoints", []) if Path(p).is_file()]
+
+
+def remember_checkpoint(path: str | os.PathLike) -> None:
+    """Put ``path`` first in the recent list (best effort: a read-only home only logs)."""
+    path = Path(path).resolve()
+    items = [path] + [p for p in recent_checkpoints() if p.resolve() != path]
+    target = config_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(json.dumps({"recent_checkpoints": [str(p) for p in items[:MAX_RECENT]]}, indent=1))
+        os.replace(tmp, target)
+    except OSError as exc:
+        log.warning("could not save the recent checkpoint list to %s: %s", target, exc)
+
+
+def default_checkpoint() -> Path | None:
+    """The bundled default model (Resources/Models/default_model.safetensors), if installed."""
+    try:
+        from lkseg.resources import default_model
+    except ImportError:
+        return None
+    return default_model()
