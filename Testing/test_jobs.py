@@ -20,6 +20,7 @@ from lkseg.errors import LkSegError
 SCRIPT = r"""
 import json, os, subprocess, sys, time
 hang = sys.argv[1] == "hang"
+os.chdir(os.environ["LKSEG_JOB_DIR"])
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 open("grandchild.pid", "w").write(str(child.pid))
 print("hello from the job", flush=True)

@@ -3,7 +3,8 @@
 :func:`start_job` creates a job folder and launches a small supervisor,
 ``python -m lkseg.jobs run JOBDIR``, in a new session (its own process group, stdin from
 ``/dev/null``, stdout and stderr to ``log.txt``) so the job outlives the GUI that started it.
-The supervisor runs ``python -m lkseg.training ... --out JOBDIR`` as its child and records the
+The supervisor runs ``python -m lkseg.training ... --out JOBDIR`` as its child (in the starter's working folder,
+with ``LKSEG_JOB_DIR`` set) and records the
 state transitions in ``status.json`` (written atomically): ``queued`` -> ``running`` ->
 ``done`` / ``failed`` (with the tail of the log) / ``cancelled``. :func:`cancel_job` kills the
 whole process group (SIGTERM, then SIGKILL after a grace period); :func:`resume_job` relaunches
@@ -134,6 +135,19 @@ def _out_of(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _with_out(argv: list[str], folder: Path) -> list[str]:
+    """``argv`` with ``--out`` set to the absolute job folder (added when missing)."""
+    result, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--out":
+            skip = True
+        elif not arg.startswith("--out="):
+            result.append(arg)
+    return result + ["--out", str(folder)]
+
+
 def start_job(job_dir: str | os.PathLike | Sequence[str] | None = None, *, out: str | os.PathLike | None = None,
               dataset: str | os.PathLike | None = None, checkpoint: str | os.PathLike | None = None,
               architecture: str | None = None, labels: str | None = None, steps: int | None = None,
@@ -152,8 +166,7 @@ def start_job(job_dir: str | os.PathLike | Sequence[str] | None = None, *, out: 
         if folder is None:
             raise JobError("start_job: the training arguments have no --out and no out= was given")
         folder = Path(folder).expanduser().resolve()
-        if _out_of(argv) is None:
-            argv += ["--out", str(folder)]
+        argv = _with_out(argv, folder)
     else:
         folder = Path(job_dir if job_dir is not None else out or "").expanduser().resolve()
         if job_dir is None and out is None:
@@ -165,7 +178,8 @@ def start_job(job_dir: str | os.PathLike | Sequence[str] | None = None, *, out: 
                              extra_args=extra_args) if dataset is not None else []
     _claim_folder(folder)
     full = list(command) if command is not None else [python, "-m", "lkseg.training", *argv]
-    write_json_atomic(folder / "job.json", {"argv": argv, "command": full, "python": python, "created": now_iso()})
+    write_json_atomic(folder / "job.json", {"argv": argv, "command": full, "python": python, "cwd": os.getcwd(),
+                                            "created": now_iso()})
     write_json_atomic(folder / "status.json", {"state": "queued", "pid": None, "started": None,
                                                "updated": now_iso(), "command": full, "error": None})
     return _launch(folder, python)
@@ -352,7 +366,9 @@ def supervise(job_dir: str | os.PathLike) -> int:
     deadline = time.monotonic() + 2.0  # let start_job record our pid first (no lost update)
     while _read_json(folder / "status.json").get("pid") != os.getpid() and time.monotonic() < deadline:
         time.sleep(0.02)
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=str(folder))
+    cwd = spec.get("cwd") if spec.get("cwd") and Path(spec["cwd"]).is_dir() else str(folder)
+    env = dict(os.environ, LKSEG_JOB_DIR=str(folder), PYTHONUNBUFFERED="1")
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
     _update_status(folder, state="running", pid=os.getpid(), child_pid=child.pid, started=now_iso(), error=None)
     code = child.wait()
     if terminated["flag"] or _read_json(folder / "status.json").get("cancel_requested"):
