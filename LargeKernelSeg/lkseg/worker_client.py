@@ -62,6 +62,7 @@ class WorkerClient:
         self._request_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._current: str | None = None
+        self._cancel_local = threading.Event()  # set by cancel() for the current request
         self._closed = False
 
     # -- process ------------------------------------------------------------------------------
@@ -179,6 +180,7 @@ class WorkerClient:
         with self._request_lock:
             self.start()
             rid = f"r{next(self._ids)}"
+            self._cancel_local = threading.Event()
             src, dst = self.tmpdir / f"{rid}-input.npz", self.tmpdir / f"{rid}-labels.npz"
             t0 = time.perf_counter()
             try:
@@ -205,7 +207,8 @@ class WorkerClient:
     def _wait(self, rid: str, progress: Progress | None, cancel_event: Any) -> dict:
         cancel_sent = False
         while True:
-            if cancel_event is not None and not cancel_sent and cancel_event.is_set():
+            wanted = self._cancel_local.is_set() or (cancel_event is not None and cancel_event.is_set())
+            if wanted and not cancel_sent:  # also covers a cancel() that came before the request was sent
                 self._send({"cmd": "cancel", "id": rid})
                 cancel_sent = True
             try:
@@ -235,6 +238,7 @@ class WorkerClient:
 
     def cancel(self) -> None:
         """Cancel the running request (thread-safe; does nothing when idle)."""
+        self._cancel_local.set()
         rid = self._current
         if rid is not None and self.alive:
             try:
