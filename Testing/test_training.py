@@ -313,3 +313,23 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
     card = read_card(out / "checkpoints" / "best.safetensors")
     assert card.provenance.training_data["world_size"] == 2
     assert [r["step"] for r in read_progress(out) if "event" not in r] == [1, 2, 3]  # rank 0 alone writes
+
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "default_model.safetensors"
+
+
+@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no bundled default model")
+def test_bundled_default_model_says_what_it_was_trained_on():
+    assert DEFAULT_MODEL.stat().st_size < 5 * 2**20
+    card = read_card(DEFAULT_MODEL)
+    prov = card.provenance
+    assert card.architecture == "uxnet" and card.labels.names == ["liver", "spleen", "right kidney",
+                                                                  "left kidney", "stomach"]
+    assert "NOT FOR CLINICAL USE" in prov.notes and "model" in prov.training_data["labels"]
+    assert prov.training_data["patients"] == 1 and prov.training_data["recipe"] == "scripts/train_default_model.py"
+    assert set(prov.training_data["heldout_slices_k"]).isdisjoint(prov.training_data["train_slices_k"])
+    assert set(prov.metrics["heldout_dice"]) == set(card.labels.names)
+    sample = DEFAULT_MODEL.parents[1] / "Data" / "sample_ct.nii.gz"
+    import hashlib
+
+    assert hashlib.sha256(sample.read_bytes()).hexdigest() == prov.training_data["source_sha256"]
