@@ -219,7 +219,7 @@ def test_repuxnet_trains_reparameterized_and_unfolds_deploy_checkpoints(tmp_path
     card = ModelCard("repuxnet", hp, 1, TABLE, preprocessing=Preprocessing(intensity=dict(WINDOW)),
                      inference=InferenceSettings(roi_size=(32, 32, 32), sw_batch_size=1))
     parent = save_checkpoint(tmp_path / "folded.safetensors", folded.state_dict(), card)
-    best = train(TrainConfig(dataset=ds.root, out=tmp_path / "job", checkpoint=parent, steps=1, batch_size=2,
+    best = train(TrainConfig(dataset=ds.root, out=tmp_path / "job", checkpoint=parent, steps=1, batch_size=1,
                              device="cpu", lr=1e-12, weight_decay=0.0))
     model, new_card = load_checkpoint(best)
     assert new_card.hyperparameters["deploy"] is False
