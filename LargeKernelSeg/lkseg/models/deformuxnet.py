@@ -37,40 +37,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn as nn
-from monai.networks.layers import DropPath
 
-from lkseg.models.blocks import LayerNorm3d, UXEncoder, UXNetLayout
+from lkseg.models.blocks import UXEncoder, UXNetLayout
 from lkseg.models.deform_conv import DeformConvPack3d
 from lkseg.models.registry import register
+from lkseg.models.uxnet import UXBlock
 
 __all__ = ["DeformUXNet", "DeformUXBlock"]
 
 
-class DeformUXBlock(nn.Module):
-    """One DeformUX-Net block (see the module docstring)."""
+class DeformUXBlock(UXBlock):
+    """One DeformUX-Net block: the 3D UX-Net block with its depthwise conv replaced by the
+    depthwise deformable conv ``ddc`` (see the module docstring)."""
+
+    mixer_name = "ddc"
 
     def __init__(self, dim: int, kernel_size: int = 3, drop_path: float = 0.0,
                  layer_scale_init_value: float = 1e-6, dense_mlp: bool = False) -> None:
-        super().__init__()
-        groups = 1 if dense_mlp else dim
-        self.ddc = DeformConvPack3d(dim, kernel_size=kernel_size, stride=1, padding=kernel_size // 2)
-        self.norm = LayerNorm3d(dim, eps=1e-6, data_format="channels_last")
-        self.pwconv1 = nn.Conv3d(dim, 4 * dim, kernel_size=1, groups=groups)
-        self.act = nn.GELU()
-        self.pwconv2 = nn.Conv3d(4 * dim, dim, kernel_size=1, groups=groups)
-        self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
-                      if layer_scale_init_value > 0 else None)
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        super().__init__(dim, kernel_size, drop_path, layer_scale_init_value, dense_mlp)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.ddc(x)
-        y = self.norm(y.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
-        y = self.pwconv2(self.act(self.pwconv1(y)))
-        if self.gamma is not None:
-            y = y * self.gamma.view(1, -1, 1, 1, 1)
-        return x + self.drop_path(y)
+    def _make_mixer(self, dim: int, kernel_size: int) -> nn.Module:
+        return DeformConvPack3d(dim, kernel_size=kernel_size, stride=1, padding=kernel_size // 2)
 
 
 @register(

@@ -27,22 +27,37 @@ __all__ = ["UXNet", "UXBlock"]
 
 
 class UXBlock(nn.Module):
-    """One 3D UX-Net block (see the module docstring)."""
+    """One 3D UX-Net block (see the module docstring).
+
+    The spatial mixer (``dwconv``, a depthwise k^3 conv) is the only part the UX-Net family
+    varies: :class:`lkseg.models.deformuxnet.DeformUXBlock` swaps in a deformable conv through
+    :meth:`_make_mixer`/:meth:`spatial_mix` and keeps the rest of the block.
+    """
+
+    #: attribute (and state-dict key) name of the spatial mixer
+    mixer_name = "dwconv"
 
     def __init__(self, dim: int, kernel_size: int = 7, drop_path: float = 0.0,
-                 layer_scale_init_value: float = 1e-6) -> None:
+                 layer_scale_init_value: float = 1e-6, dense_mlp: bool = False) -> None:
         super().__init__()
-        self.dwconv = nn.Conv3d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+        groups = 1 if dense_mlp else dim
+        setattr(self, self.mixer_name, self._make_mixer(dim, kernel_size))
         self.norm = LayerNorm3d(dim, data_format="channels_last")
-        self.pwconv1 = nn.Conv3d(dim, 4 * dim, kernel_size=1, groups=dim)
+        self.pwconv1 = nn.Conv3d(dim, 4 * dim, kernel_size=1, groups=groups)
         self.act = nn.GELU()
-        self.pwconv2 = nn.Conv3d(4 * dim, dim, kernel_size=1, groups=dim)
+        self.pwconv2 = nn.Conv3d(4 * dim, dim, kernel_size=1, groups=groups)
         self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
                       if layer_scale_init_value > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
+    def _make_mixer(self, dim: int, kernel_size: int) -> nn.Module:
+        return nn.Conv3d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+
+    def spatial_mix(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.mixer_name)(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.dwconv(x)
+        y = self.spatial_mix(x)
         y = self.norm(y.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
         y = self.pwconv2(self.act(self.pwconv1(y)))
         if self.gamma is not None:
