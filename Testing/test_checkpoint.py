@@ -290,3 +290,25 @@ def test_load_onto_gpu(tmp_path):
     assert model.scale.device.type == "cuda"
     x = torch.tensor([-1.0, 0.5, 1.5, 2.5, 3.5], device="cuda").view(1, 1, 5, 1, 1)
     assert model(x).argmax(1).flatten().tolist() == [0, 1, 2, 3, 4]
+
+
+def test_official_repuxnet_weights_import_in_deploy_form(tmp_path):
+    """Official RepUX-Net .pth files hold the weights the network convolves with; importing
+    them must not apply the Bayesian frequency matrix a second time."""
+    from lkseg.models.repuxnet import RepUXNet
+
+    config = {"depths": (1, 1, 1, 1), "feat_size": (8, 16, 32, 64), "hidden_size": 32, "kernel_size": 5}
+    torch.manual_seed(0)
+    official = RepUXNet(1, 5, deploy=True, **config).eval()
+    src = tmp_path / "repux_official.pth"
+    torch.save(official.state_dict(), src)
+    out = import_official(src, ModelCard("repuxnet", dict(config), 1, FLARE21), tmp_path / "repux.safetensors")
+    model, card = load_checkpoint(out)
+    assert card.hyperparameters["deploy"] is True
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), official(x))
+    # A card that says otherwise is respected.
+    out2 = import_official(src, ModelCard("repuxnet", {**config, "deploy": False}, 1, FLARE21),
+                           tmp_path / "repux_raw.safetensors")
+    assert read_card(out2).hyperparameters["deploy"] is False

@@ -345,6 +345,25 @@ def _official_mapping(card: ModelCard) -> tuple[Callable[..., dict] | None, dict
     return (fn if callable(fn) else None), {**spec.paper_config, **card.hyperparameters}
 
 
+def _with_official_defaults(card: ModelCard) -> ModelCard:
+    """The card with the architecture module's ``OFFICIAL_IMPORT_DEFAULTS`` filled in where the
+    card is silent (e.g. RepUX-Net: official weights are used as they are, ``deploy=True``)."""
+    from dataclasses import replace
+
+    from lkseg.models.registry import get_spec
+
+    try:
+        spec = get_spec(card.architecture)
+    except KeyError:
+        return card  # build_from_card reports the unknown architecture
+    defaults = getattr(sys.modules.get(spec.constructor.__module__), "OFFICIAL_IMPORT_DEFAULTS", {})
+    missing = {k: v for k, v in defaults.items() if k not in card.hyperparameters}
+    if not missing:
+        return card
+    log.info("importing official %s weights with %s", card.architecture, missing)
+    return replace(card, hyperparameters={**card.hyperparameters, **missing})
+
+
 def _matching_kwargs(fn: Callable, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The card's hyper-parameters that ``fn`` takes as keyword arguments (e.g. ``deep_supervision``)."""
     import inspect
@@ -378,6 +397,7 @@ def import_official(src: str | os.PathLike, card: ModelCard, dst: str | os.PathL
     if dst.resolve() == src.resolve():
         raise CheckpointError(f"output {dst} is the input file; choose another output")
     state = _strip_prefix(_extract_state_dict(_torch_load_weights(src), src))
+    card = _with_official_defaults(card)
     model = build_from_card(card, src)
     mapping, config = _official_mapping(card)
     if mapping is not None:

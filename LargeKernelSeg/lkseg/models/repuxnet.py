@@ -45,6 +45,10 @@ from lkseg.models.registry import register
 
 __all__ = ["RepUXNet", "RepUXBlock", "bayesian_frequency_matrix"]
 
+#: hyper-parameters ``lkseg import`` assumes for official weights unless the card says otherwise:
+#: official checkpoints hold the weights the network last convolved with (deploy form).
+OFFICIAL_IMPORT_DEFAULTS = {"deploy": True}
+
 
 def bayesian_frequency_matrix(kernel_size: int, alpha: float = 1.0) -> torch.Tensor:
     """``[k, k, k]`` tensor of ``alpha / (d + alpha)``, d the distance to the kernel centre."""
