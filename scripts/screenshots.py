@@ -36,8 +36,15 @@ def shot(app, win, path: Path) -> None:
     pix = screen.grabWindow(win.winId())
     if pix.isNull() or pix.width() < 10:
         pix = win.grab()
-    img = pix.toImage()
-    img.save(str(path), "PNG", 9)
+    tmp = path.with_suffix(".full.png")
+    pix.toImage().save(str(tmp), "PNG", 9)
+    try:  # an adaptive 256-colour palette keeps each PNG well under 300 KB
+        from PIL import Image as PILImage
+
+        PILImage.open(tmp).convert("RGB").quantize(256, method=PILImage.Quantize.MEDIANCUT).save(path, optimize=True)
+        tmp.unlink()
+    except ImportError:
+        tmp.replace(path)
     print(f"{path} ({path.stat().st_size // 1024} KB)")
 
 
@@ -48,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from PyQt5.QtCore import QPoint, Qt
+    from PyQt5.QtCore import QPoint, QPointF, Qt
     from PyQt5.QtTest import QTest
     from PyQt5.QtWidgets import QApplication
 
@@ -77,20 +84,27 @@ def main(argv: list[str] | None = None) -> int:
 
     # editing: paint a stroke with the first organ on the axial view
     view = win.views[0]
+    view.zoom = 1.7
+    view.pan = QPointF(view.width() * 0.18, -view.height() * 0.12)
     win.set_tool("paint")
-    win.radius.setValue(4)
-    win.segment_list.selectRow(1)
+    win.radius.setValue(3)
+    names = list(win.state.table.names)
+    win.segment_list.selectRow(names.index("right kidney") if "right kidney" in names else 0)
     r = view.image_rect()
-    a = QPoint(int(r.x() + r.width() * 0.40), int(r.y() + r.height() * 0.62))
-    b = QPoint(int(r.x() + r.width() * 0.52), int(r.y() + r.height() * 0.70))
+    a = QPoint(int(r.x() + r.width() * 0.36), int(r.y() + r.height() * 0.61))
+    b = QPoint(int(r.x() + r.width() * 0.41), int(r.y() + r.height() * 0.69))
     QTest.mousePress(view, Qt.LeftButton, Qt.NoModifier, a)
     for t in range(1, 11):
         QTest.mouseMove(view, a + (b - a) * (t / 10))
     QTest.mouseRelease(view, Qt.LeftButton, Qt.NoModifier, b)
+    QTest.mouseMove(view, b + QPoint(30, 8))
     win.update_3d()
+    win.statusBar().showMessage("Painted 'right kidney' with a 3-voxel brush (Ctrl+Z to undo)")
     shot(app, win, args.out / "viewer_editing.png")
 
     # fine-tuning: export the corrected case, start a short job, wait for a few steps
+    view.zoom, view.pan = 1.0, QPointF(0, 0)
+    win.set_tool("navigate")
     win.export_panel.export_to_dataset()
     win.tabs.setCurrentWidget(win.finetune_panel)
     fp = win.finetune_panel

@@ -39,6 +39,7 @@ class SliceView(QWidget):
         self.zoom, self.pan = 1.0, QPointF(0, 0)
         self._drag: tuple[str, QPoint] | None = None
         self._last_voxel: tuple[int, int, int] | None = None
+        self._hover: QPointF | None = None
         self._qimage: QImage | None = None
         self._buffer: np.ndarray | None = None
         self.setMinimumSize(200, 200)
@@ -151,6 +152,13 @@ class SliceView(QWidget):
         p.setPen(pen)
         p.drawLine(QPointF(rect.left(), c.y()), QPointF(rect.right(), c.y()))
         p.drawLine(QPointF(c.x(), rect.top()), QPointF(c.x(), rect.bottom()))
+        # brush outline under the mouse
+        if self._hover is not None and self.state.tool in ("paint", "erase"):
+            nr, nc = self._shape_rc()
+            rx = (self.state.brush_radius + 0.5) * rect.width() / nc
+            ry = (self.state.brush_radius + 0.5) * rect.height() / nr
+            p.setPen(QPen(QColor(255, 255, 255, 200), 1, Qt.DashLine))
+            p.drawEllipse(self._hover, rx, ry)
         # annotations
         p.setPen(ACCENT[self.axis])
         p.setFont(QFont(self.font().family(), 10, QFont.Bold))
@@ -213,6 +221,9 @@ class SliceView(QWidget):
             self.state.set_cursor(voxel)
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if self.state.tool in ("paint", "erase"):
+            self._hover = QPointF(event.pos())
+            self.update()
         if self._drag is None:
             return
         kind, last = self._drag
@@ -233,6 +244,10 @@ class SliceView(QWidget):
             for t in np.linspace(0, 1, n + 1)[1:] if n else [1.0]:
                 self._dab(tuple(int(round(a + (b - a) * t)) for a, b in zip(start, voxel)))
             self._last_voxel = voxel
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self._hover = None
+        self.update()
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         if self._drag is not None and self._drag[0] == "brush" and self.state.editor is not None:

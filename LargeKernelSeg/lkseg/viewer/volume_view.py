@@ -62,6 +62,7 @@ class VolumeView(QWidget):
         """Rebuild one smoothed surface per visible label present; returns how many were built."""
         from vtkmodules.util.numpy_support import numpy_to_vtk
         from vtkmodules.vtkCommonDataModel import vtkImageData
+        from vtkmodules.vtkCommonMath import vtkMatrix4x4
         from vtkmodules.vtkFiltersCore import vtkWindowedSincPolyDataFilter
         from vtkmodules.vtkFiltersGeneral import vtkDiscreteFlyingEdges3D
         from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper
@@ -78,7 +79,12 @@ class VolumeView(QWidget):
         data = vtkImageData()
         k, j, i = lab.shape
         data.SetDimensions(i, j, k)
-        data.SetSpacing(*[float(s) for s in st.image.spacing])
+        # voxel grid in index units; each actor carries the image's index->LPS matrix
+        matrix = vtkMatrix4x4()
+        m = st.image.ijk_to_lps()
+        for r in range(4):
+            for c in range(4):
+                matrix.SetElement(r, c, float(m[r][c]))
         arr = numpy_to_vtk(lab.reshape(-1), deep=True)
         data.GetPointData().SetScalars(arr)
         for label in st.table.labels:
@@ -97,6 +103,7 @@ class VolumeView(QWidget):
             mapper.ScalarVisibilityOff()
             actor = vtkActor()
             actor.SetMapper(mapper)
+            actor.SetUserMatrix(matrix)
             actor.GetProperty().SetColor(*[c / 255.0 for c in label.color])
             actor.GetProperty().SetSpecular(0.3)
             self.renderer.AddActor(actor)
@@ -104,8 +111,13 @@ class VolumeView(QWidget):
         self.renderer.ResetCamera()
         cam = self.renderer.GetActiveCamera()
         cam.SetViewUp(0, 0, 1)
+        # anterior view (LPS: -y) turned a little, patient right on screen left like the slice views
         cam.SetPosition(*(np.array(cam.GetFocalPoint()) + np.array([0, -1, 0]) * cam.GetDistance()))
+        cam.Azimuth(-25)
+        cam.Elevation(20)
+        cam.OrthogonalizeViewUp()
         self.renderer.ResetCamera()
+        cam.Zoom(1.3)
         self.vtk_widget.GetRenderWindow().Render()
         return len(self._actors)
 
