@@ -72,7 +72,8 @@ def _hyperparameters(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.checkpoint import import_official, read_card
+    from lkseg.checkpoint import read_card
+    from lkseg.official_import import import_official
 
     if args.output.suffix.lower() != ".safetensors":
         raise LkSegError(f"output {args.output} must end in .safetensors")
