@@ -178,9 +178,7 @@ def test_finetune_job_from_the_panel_reports_progress_and_loads(segmented, qtbot
 
 def test_drop_and_command_line(qtbot, tmp_path, monkeypatch, threshold_checkpoint):
     monkeypatch.setenv("LKSEG_VIEWER_CONFIG", str(tmp_path / "viewer.json"))
-    from PyQt5.QtWidgets import QApplication
-
-    from lkseg.viewer.app import MainWindow, main
+    from lkseg.viewer.app import MainWindow, build_parser, open_from_args
 
     img = write_image(synthetic_image(), tmp_path / "ct.nrrd")
     win = MainWindow()
@@ -194,19 +192,12 @@ def test_drop_and_command_line(qtbot, tmp_path, monkeypatch, threshold_checkpoin
     labels = np.zeros(SHAPE, np.uint8)
     labels[0, 0, 0] = 1
     lab_path = write_image(synthetic_image().with_array(labels), tmp_path / "lab.nii.gz")
-    seen = {}
-
-    def inspect_and_quit():
-        w = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w is not win)
-        seen.update(shape=w.state.image.array.shape, painted=int(w.state.labels.sum()),
-                    ckpt=w.segment_panel.checkpoint(), names=list(w.state.table.names))
-        w.close()
-        QApplication.instance().quit()
-
-    QTimer.singleShot(300, inspect_and_quit)
-    assert main([str(img), "-m", str(threshold_checkpoint), "--labels", str(lab_path)]) == 0
-    assert seen == {"shape": SHAPE, "painted": 1, "ckpt": threshold_checkpoint.resolve(),
-                    "names": ["organ1", "organ2"]}
+    args = build_parser().parse_args([str(img), "-m", str(threshold_checkpoint), "--labels", str(lab_path)])
+    w = open_from_args(args)
+    qtbot.addWidget(w)
+    assert w.state.image.array.shape == SHAPE and int(w.state.labels.sum()) == 1
+    assert w.segment_panel.checkpoint() == threshold_checkpoint.resolve()
+    assert list(w.state.table.names) == ["organ1", "organ2"]
 
 
 def test_cancel_keeps_the_window_responsive(window, qtbot):

@@ -275,13 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from lkseg.viewer.theme import apply_dark_theme
-
-    app = QApplication.instance() or QApplication(sys.argv[:1])
-    apply_dark_theme(app)
+def open_from_args(args: argparse.Namespace) -> MainWindow:
+    """A shown main window with the command line's image, checkpoint and label map loaded."""
     win = MainWindow()
     if args.model:
         win.segment_panel.set_checkpoint(args.model)
@@ -290,8 +285,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.labels:
         win.open_labels(args.labels)
     win.show()
-    return app.exec_()
+    return win
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from lkseg.viewer.theme import apply_dark_theme
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    apply_dark_theme(app)
+    win = open_from_args(args)  # noqa: F841 (kept alive while the event loop runs)
+    return app.exec_()
 
 if __name__ == "__main__":
     sys.exit(main())
