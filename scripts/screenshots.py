@@ -84,26 +84,24 @@ def main(argv: list[str] | None = None) -> int:
 
     # editing: paint a stroke with the first organ on the axial view
     view = win.views[0]
-    view.zoom = 1.7
-    view.pan = QPointF(view.width() * 0.18, -view.height() * 0.12)
     win.set_tool("paint")
     win.radius.setValue(3)
     names = list(win.state.table.names)
-    win.segment_list.selectRow(names.index("right kidney") if "right kidney" in names else 0)
+    organ = "left kidney" if "left kidney" in names else names[0]
+    win.segment_list.selectRow(names.index(organ))
     r = view.image_rect()
-    a = QPoint(int(r.x() + r.width() * 0.36), int(r.y() + r.height() * 0.61))
-    b = QPoint(int(r.x() + r.width() * 0.41), int(r.y() + r.height() * 0.69))
+    a = QPoint(int(r.x() + r.width() * 0.63), int(r.y() + r.height() * 0.58))
+    b = QPoint(int(r.x() + r.width() * 0.70), int(r.y() + r.height() * 0.70))
     QTest.mousePress(view, Qt.LeftButton, Qt.NoModifier, a)
     for t in range(1, 11):
         QTest.mouseMove(view, a + (b - a) * (t / 10))
     QTest.mouseRelease(view, Qt.LeftButton, Qt.NoModifier, b)
     QTest.mouseMove(view, b + QPoint(30, 8))
     win.update_3d()
-    win.statusBar().showMessage("Painted 'right kidney' with a 3-voxel brush (Ctrl+Z to undo)")
+    win.statusBar().showMessage(f"Painted '{organ}' with a 3-voxel brush (Ctrl+Z to undo)")
     shot(app, win, args.out / "viewer_editing.png")
 
     # fine-tuning: export the corrected case, start a short job, wait for a few steps
-    view.zoom, view.pan = 1.0, QPointF(0, 0)
     win.set_tool("navigate")
     win.export_panel.export_to_dataset()
     win.tabs.setCurrentWidget(win.finetune_panel)

@@ -160,16 +160,23 @@ class SliceView(QWidget):
             p.setPen(QPen(QColor(255, 255, 255, 200), 1, Qt.DashLine))
             p.drawEllipse(self._hover, rx, ry)
         # annotations
-        p.setPen(ACCENT[self.axis])
-        p.setFont(QFont(self.font().family(), 10, QFont.Bold))
         n = self.state.image.array.shape[self.axis]
-        p.drawText(8, 18, f"{self.name}  {self.slice_index() + 1}/{n}")
-        p.setPen(QColor(170, 176, 186))
-        p.setFont(QFont(self.font().family(), 9))
-        p.drawText(8, self.height() - 8, f"W {self.state.window:.0f}  L {self.state.level:.0f}  zoom {self.zoom:.1f}x")
+        self._label(p, 18, f"{self.name}  {self.slice_index() + 1}/{n}", ACCENT[self.axis], 10, True)
+        self._label(p, self.height() - 8, f"W {self.state.window:.0f}  L {self.state.level:.0f}  zoom {self.zoom:.1f}x",
+                    QColor(170, 176, 186), 9, False)
         p.setPen(QPen(ACCENT[self.axis], 2))
         p.drawRect(self.rect().adjusted(0, 0, -1, -1))
         p.end()
+
+    def _label(self, p: QPainter, baseline: int, text: str, color: QColor, size: int, bold: bool) -> None:
+        """Text on a translucent dark plate so it stays readable over the image."""
+        font = QFont(self.font().family(), size, QFont.Bold if bold else QFont.Normal)
+        p.setFont(font)
+        w = p.fontMetrics().horizontalAdvance(text)
+        h = p.fontMetrics().height()
+        p.fillRect(QRectF(4, baseline - h + 3, w + 8, h + 2), QColor(10, 12, 16, 170))
+        p.setPen(color)
+        p.drawText(8, baseline, text)
 
     # ---------------------------------------------------------------- interaction
     def wheelEvent(self, event) -> None:  # noqa: N802
