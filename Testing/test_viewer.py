@@ -4,8 +4,6 @@ pixels, brush strokes with undo/redo, export to a dataset, a real fine-tuning jo
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,7 +13,7 @@ if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
     pytest.skip("no display: run the GUI tests under xvfb-run", allow_module_level=True)
 
-from PyQt5.QtCore import QMimeData, QPoint, QPointF, Qt, QTimer, QUrl  # noqa: E402
+from PyQt5.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
 from PyQt5.QtGui import QColor, QDropEvent  # noqa: E402
 
 from lkseg.image import Image  # noqa: E402

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from PyQt5.QtCore import QPoint, QPointF, Qt
+    from PyQt5.QtCore import QPoint, Qt
     from PyQt5.QtTest import QTest
     from PyQt5.QtWidgets import QApplication
 

@@ -203,7 +203,9 @@ class MainWindow(QMainWindow):
 
         try:
             lab = read_image(path)
-            self.state.set_labels(lab.array.astype("uint8"), self.state.table)
+            arr = lab.array
+            self.state.set_labels(arr.astype("uint8" if arr.min() >= 0 and arr.max() < 256 else "int16"),
+                                  self.state.table)
         except Exception as exc:
             self.statusBar().showMessage(f"Cannot open labels {path}: {exc}")
             return False
@@ -295,8 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     apply_dark_theme(app)
-    win = open_from_args(args)  # noqa: F841 (kept alive while the event loop runs)
-    return app.exec_()
+    win = open_from_args(args)
+    code = app.exec_()
+    del win  # kept alive while the event loop ran
+    return code
 
 if __name__ == "__main__":
     sys.exit(main())

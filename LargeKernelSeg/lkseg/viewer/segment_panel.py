@@ -185,8 +185,8 @@ class SegmentPanel(QGroupBox):
 
     def _done(self, result: Any) -> None:
         self.last_result = result
-        self.state.set_labels(result.labels.array.astype(self.state.labels.dtype if result.table.num_classes < 256
-                                                         else "int16"), result.table)
+        self.state.set_labels(result.labels.array.astype("uint8" if result.table.num_classes <= 256 else "int16"),
+                              result.table)
         secs = result.timings.get("total", 0.0)
         self.status.setText(f"Done in {secs:.1f} s on {result.device}.")
         self.progress.setValue(1000)
