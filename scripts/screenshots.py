@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     fp.start()
     wait(app, lambda: fp.state != "running", 240)
     fp.poll()
+    win.statusBar().showMessage(f"Fine-tuning job {fp.job.name}: {fp.state}")
     shot(app, win, args.out / "viewer_finetuning.png")
     win.close()
     return 0

@@ -51,6 +51,9 @@ class MainWindow(QMainWindow):
         g.addWidget(self.volume_view, 0, 1)
         g.addWidget(self.views[1], 1, 0)
         g.addWidget(self.views[2], 1, 1)
+        for n in (0, 1):
+            g.setColumnStretch(n, 1)
+            g.setRowStretch(n, 1)
 
         self.segment_panel = SegmentPanel(st)
         self.segment_list = SegmentList(st)
@@ -85,6 +88,7 @@ class MainWindow(QMainWindow):
         split.setStretchFactor(0, 1)
         self.setCentralWidget(split)
         self._toolbar()
+        self.segment_list.refresh()  # the default checkpoint's organs, before any image is open
         self.segment_panel.segmented.connect(lambda _: self.update_3d())
         self.finetune_panel.checkpointReady.connect(self._load_finetuned)
         st.cursorChanged.connect(self._show_cursor)
@@ -169,6 +173,8 @@ class MainWindow(QMainWindow):
     def set_tool(self, name: str) -> None:
         self.state.tool = name
         self.tool_buttons[name].setChecked(True)
+        for view in self.views.values():
+            view.update()  # drop a brush outline left from the previous tool
 
     def undo(self) -> bool:
         ok = self.state.editor is not None and self.state.editor.undo()

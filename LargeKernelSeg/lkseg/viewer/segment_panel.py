@@ -142,9 +142,11 @@ class SegmentPanel(QGroupBox):
         self.status.setText(f"{card.architecture} · {len(card.labels.values)} labels: "
                             + ", ".join(card.labels.names[:6]) + ("…" if len(card.labels.names) > 6 else ""))
         if self.state.labels is None or not self.state.labels.any():
-            self.state.table = card.labels
+            self.state.table = card.labels  # show the model's organs before anything is segmented
             if self.state.labels is not None:
                 self.state.set_labels(self.state.labels, card.labels)
+            else:
+                self.state.labelsChanged.emit()
 
     # ---------------------------------------------------------------- run
     @property

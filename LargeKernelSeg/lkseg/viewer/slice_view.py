@@ -153,7 +153,9 @@ class SliceView(QWidget):
         p.drawLine(QPointF(rect.left(), c.y()), QPointF(rect.right(), c.y()))
         p.drawLine(QPointF(c.x(), rect.top()), QPointF(c.x(), rect.bottom()))
         # brush outline under the mouse
-        if self._hover is not None and self.state.tool in ("paint", "erase"):
+        if self.state.tool not in ("paint", "erase"):
+            self._hover = None
+        if self._hover is not None:
             nr, nc = self._shape_rc()
             rx = (self.state.brush_radius + 0.5) * rect.width() / nc
             ry = (self.state.brush_radius + 0.5) * rect.height() / nr

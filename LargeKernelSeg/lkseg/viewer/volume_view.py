@@ -54,6 +54,15 @@ class VolumeView(QWidget):
         self.renderer.SetBackground2(0.16, 0.18, 0.23)
         self.renderer.GradientBackgroundOn()
         self.vtk_widget.GetRenderWindow().AddRenderer(self.renderer)
+        from vtkmodules.vtkRenderingCore import vtkTextActor
+
+        title = vtkTextActor()
+        title.SetInput("3D")
+        title.GetTextProperty().SetFontSize(14)
+        title.GetTextProperty().BoldOn()
+        title.GetTextProperty().SetColor(0.5, 0.72, 1.0)
+        title.SetDisplayPosition(8, 8)
+        self.renderer.AddViewProp(title)
         self._actors: list = []
         self.vtk_widget.Initialize()
         self.setObjectName("volume_view")
