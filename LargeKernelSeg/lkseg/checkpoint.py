@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
 
+from lkseg.atomic import atomic_path
 from lkseg.card import CheckpointError, ModelCard
 from lkseg.errors import LkSegError
 
@@ -41,20 +41,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
         raise TypeError(f"card must be a ModelCard, got {type(card).__name__}")
     tensors = _plain_tensors(state_dict, path)
     metadata = {CARD_KEY: card.to_json(), "format": "pt"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        # mkstemp creates 0600 files; give the checkpoint the usual readable mode (or keep the old one's)
-        os.chmod(tmp, (path.stat().st_mode & 0o777) if path.exists() else 0o644)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     log.info("saved checkpoint %s (%s, %d tensors)", path, card.architecture, len(tensors))
     return path
 
@@ -80,17 +68,6 @@ def _plain_tensors(state_dict: Mapping[str, Any], path: Path) -> dict[str, torch
         if shared or partial or not t.is_contiguous():
             out[key] = t.contiguous().clone()
     return out
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # make the rename durable (not possible on every platform/file system)
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 # --------------------------------------------------------------------------- reading

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from lkseg.dataset_files import (FILE_ENDING, DatasetError, _atomic_write_image, _atomic_write_json,
-                                 _keep_in_history, _locked, _same_geometry, read_header, read_nifti)
+from lkseg.atomic import atomic_write_json
+from lkseg.dataset_files import (FILE_ENDING, DatasetError, _keep_in_history, _locked, _same_geometry, read_header,
+                                 read_nifti)
+from lkseg.imageio import write_image
 from lkseg.errors import LkSegError
 from lkseg.image import Image
 
@@ -85,7 +87,7 @@ class LocalDataset:
                 return ds
             (root / "imagesTr").mkdir(exist_ok=True)
             (root / "labelsTr").mkdir(exist_ok=True)
-            _atomic_write_json(_empty_json(table, name or root.name, description, modality), root / DATASET_JSON)
+            atomic_write_json(root / DATASET_JSON, _empty_json(table, name or root.name, description, modality))
         log.info("created dataset %s", root)
         return cls(root)
 
@@ -180,27 +182,27 @@ class LocalDataset:
             img_path.parent.mkdir(exist_ok=True)
             lab_path.parent.mkdir(exist_ok=True)
 
-            write_image = True
+            image_changed = True
             if img_path.exists():
                 old = read_nifti(img_path)
                 if old.same_grid(image) and old.array.dtype == image.array.dtype and np.array_equal(old.array, image.array):
-                    write_image = False
+                    image_changed = False
                 else:
                     kept = _keep_in_history(img_path, f"{case_id}_0000")
                     log.info("case %s: the earlier image differs; kept as %s", case_id, kept)
             if lab_path.exists():
                 kept = _keep_in_history(lab_path, case_id)
                 log.info("case %s re-exported; earlier labels kept as %s", case_id, kept)
-            if write_image:
-                _atomic_write_image(image, img_path)
-            _atomic_write_image(label_img, lab_path)
+            if image_changed:
+                write_image(image, img_path)
+            write_image(label_img, lab_path)
 
             entry = {"image": f"./imagesTr/{img_path.name}", "label": f"./labelsTr/{lab_path.name}"}
             training = [e for e in data.get("training", []) if _case_id_of(e["label"]) != case_id]
             training.append(entry)
             data["training"] = training
             data["numTraining"] = len(training)
-            _atomic_write_json(data, self.root / DATASET_JSON)
+            atomic_write_json(self.root / DATASET_JSON, data)
         log.info("added case %s to %s", case_id, self.root)
         return case_id
 

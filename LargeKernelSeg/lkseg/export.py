@@ -20,7 +20,8 @@ import numpy as np
 
 from lkseg.errors import LkSegError
 from lkseg.image import Image
-from lkseg.imageio import atomic_target, commit_atomic, write_image
+from lkseg.atomic import atomic_path, atomic_write_bytes, atomic_write_text
+from lkseg.imageio import write_image
 from lkseg.preprocessing import orientation_axes
 
 log = logging.getLogger(__name__)
@@ -131,16 +132,8 @@ def write_seg_nrrd(image: Image, table: Any, path: str | Path) -> Path:
             raise LkSegError(f"segment field {key} holds a line break")
         header.append(f"{key}:={value}")
     raw = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    tmp, path = atomic_target(Path(path))
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(("\n".join(header) + "\n\n").encode("utf-8"))
-            fh.write(gzip.compress(raw, compresslevel=6))
-        commit_atomic(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    head = ("\n".join(header) + "\n\n").encode("utf-8")
+    return atomic_write_bytes(path, head + gzip.compress(raw, compresslevel=6))
 
 
 def organ_volumes(labels: Image, table: Any) -> list[dict[str, Any]]:
@@ -170,14 +163,7 @@ def write_volumes(rows: list[dict[str, Any]], path: str | Path) -> Path:
         text = buf.getvalue()
     else:
         raise LkSegError(f"{path}: organ volumes are written as .json or .csv")
-    tmp, path = atomic_target(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        commit_atomic(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write_text(path, text)
 
 
 def _display_order(image: Image, array: np.ndarray) -> np.ndarray:
@@ -226,11 +212,6 @@ def overlay_png(image: Image, labels: Image, table: Any, path: str | Path, n_sli
         fig.legend(handles=[Patch(color=lb.color_float, label=lb.name) for lb in present],
                    loc="lower center", ncol=min(6, len(present)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.08 if present else 0, 1, 1))
-    tmp, path = atomic_target(Path(path))
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        commit_atomic(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)

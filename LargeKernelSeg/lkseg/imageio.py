@@ -9,13 +9,12 @@ origin, direction).
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from lkseg.atomic import atomic_path
 from lkseg.errors import LkSegError
 from lkseg.image import Image
 
@@ -116,46 +115,12 @@ def _first_line(exc: BaseException) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    for s in (".seg.nrrd", ".nii.gz"):
-        if name.endswith(s):
-            return s
-    return path.suffix.lower()
-
-
-def atomic_target(path: Path) -> tuple[Path, Path]:
-    """A temporary path in the same folder as ``path`` with the same suffix, plus ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_suffix(path), dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; users expect their usual permissions
-    return Path(tmp), path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def commit_atomic(tmp: Path, path: Path) -> None:
-    """fsync ``tmp`` and move it over ``path`` (one atomic rename)."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def write_image(image: Image, path: str | Path, compress: bool = True) -> Path:
     """Write ``image`` to ``path`` (format by suffix) atomically: temp file, fsync, rename."""
-    tmp, path = atomic_target(Path(path))
+    path = Path(path)
     try:
-        sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
-        commit_atomic(tmp, path)
+        with atomic_path(path) as tmp:
+            sitk.WriteImage(to_sitk(image), str(tmp), useCompression=compress)
     except RuntimeError as exc:
         raise LkSegError(f"{path}: could not write the image: {_first_line(exc)}") from exc
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

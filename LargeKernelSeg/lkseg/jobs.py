@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lkseg.atomic import atomic_write_json
 from lkseg.errors import LkSegError
 
 log = logging.getLogger(__name__)
@@ -51,17 +52,6 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temporary file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -75,7 +65,7 @@ def _read_json(path: Path) -> dict:
 def _update_status(job_dir: Path, **fields: Any) -> dict:
     status = _read_json(job_dir / "status.json")
     status.update(fields, updated=now_iso())
-    write_json_atomic(job_dir / "status.json", status)
+    atomic_write_json(job_dir / "status.json", status)
     return status
 
 
@@ -178,9 +168,9 @@ def start_job(job_dir: str | os.PathLike | Sequence[str] | None = None, *, out: 
                              extra_args=extra_args) if dataset is not None else []
     _claim_folder(folder)
     full = list(command) if command is not None else [python, "-m", "lkseg.training", *argv]
-    write_json_atomic(folder / "job.json", {"argv": argv, "command": full, "python": python, "cwd": os.getcwd(),
+    atomic_write_json(folder / "job.json", {"argv": argv, "command": full, "python": python, "cwd": os.getcwd(),
                                             "created": now_iso()})
-    write_json_atomic(folder / "status.json", {"state": "queued", "pid": None, "started": None,
+    atomic_write_json(folder / "status.json", {"state": "queued", "pid": None, "started": None,
                                                "updated": now_iso(), "command": full, "error": None})
     return _launch(folder, python)
 
@@ -217,7 +207,7 @@ def resume_job(job_dir: str | os.PathLike) -> Path:
     state = job_status(folder).get("state")
     if state in ACTIVE:
         raise JobError(f"job {folder} is still {state}; nothing to resume")
-    write_json_atomic(folder / "status.json", {"state": "queued", "pid": None, "started": None,
+    atomic_write_json(folder / "status.json", {"state": "queued", "pid": None, "started": None,
                                                "updated": now_iso(), "command": spec["command"], "error": None,
                                                "resumed": True})
     return _launch(folder, str(spec.get("python") or sys.executable))

@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,16 +21,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lkseg.atomic import atomic_path, atomic_write_text
 from lkseg.errors import LkSegError
 
 log = logging.getLogger(__name__)
-
-
-def _file_mode() -> int:
-    """The mode a plainly created file would get (mkstemp makes 0600 files)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 # --------------------------------------------------------------------------- distributed
@@ -124,22 +117,9 @@ def warmup_cosine(total_steps: Callable[[], int], warmup: int, floor: float = 0.
 
 # --------------------------------------------------------------------------- atomic files
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, fsync, then ``os.replace``.
-
-    A reader sees the old file or the new one, never a half-written one.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _file_mode())
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``torch.save`` atomically: a reader sees the old file or the new one, never half of one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_resume(path: Path) -> dict | None:
@@ -200,13 +180,7 @@ class ProgressLog:
                     kept.append(rec)
         self.history = kept
         if self.enabled:
-            fd, tmp = tempfile.mkstemp(prefix=".progress.", suffix=".tmp", dir=self.path.parent)
-            os.fchmod(fd, _file_mode())
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(r) + "\n" for r in kept)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
         self.history.append(record)
@@ -240,16 +214,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.set_ylabel("validation mean Dice")
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".curves.", suffix=".png", dir=path.parent)
-    os.fchmod(fd, _file_mode())
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- metrics and loss

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from lkseg.atomic import atomic_path
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.image import Image
 
@@ -46,13 +47,9 @@ def read_npz(path: str | Path) -> Image:
 def write_npz(image: Image, path: str | Path) -> Path:
     """Write ``image`` uncompressed (atomic: temporary name in the same folder, then rename)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, array=np.ascontiguousarray(image.array), spacing=np.asarray(image.spacing, float),
                  origin=np.asarray(image.origin, float), direction=np.asarray(image.direction, float))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
     return path
 
 

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -88,11 +87,9 @@ def run(args: argparse.Namespace) -> int:
     overall = [d["dice"] for d in summary.values() if d["dice"] is not None]
     print(f"\nmean over organs: {np.mean(overall):.4f}" if overall else "\nno organ present in any case")
     if args.json:
-        from lkseg.imageio import atomic_target, commit_atomic
+        from lkseg.atomic import atomic_write_json
 
-        tmp, dst = atomic_target(args.json)
-        tmp.write_text(json.dumps({"cases": report, "organs": summary}, indent=2), encoding="utf-8")
-        commit_atomic(tmp, dst)
+        atomic_write_json(args.json, {"cases": report, "organs": summary})
     return 0
 
 

@@ -1,0 +1,45 @@
+"""Atomic writes: a failed write leaves the old file whole and no temporary file behind."""
+
+import json
+import os
+
+import pytest
+
+from lkseg.atomic import atomic_path, atomic_write_json, full_suffix
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "dataset.json"
+    atomic_write_json(target, {"numTraining": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text('{"numTraining": 2, "trunc')
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"numTraining": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["dataset.json"]
+
+
+def test_replacing_keeps_the_files_permissions(tmp_path):
+    target = tmp_path / "settings.json"
+    atomic_write_json(target, {"a": 1})
+    os.chmod(target, 0o640)
+    atomic_write_json(target, {"a": 2})
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert json.loads(target.read_text()) == {"a": 2}
+
+
+def test_new_files_are_not_private_to_the_writer(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "new.json", [])
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_temporary_keeps_the_format_suffix(tmp_path):
+    assert full_suffix(tmp_path / "case.nii.gz") == ".nii.gz"
+    assert full_suffix(tmp_path / "labels.SEG.NRRD") == ".seg.nrrd"
+    with atomic_path(tmp_path / "labels.seg.nrrd") as tmp:
+        assert tmp.name.endswith(".seg.nrrd") and tmp.parent == tmp_path
+        tmp.write_bytes(b"x")
