@@ -33,7 +33,7 @@ def synthetic_image() -> Image:
 
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("LKSEG_VIEWER_CONFIG", str(tmp_path / "viewer.json"))
+    monkeypatch.setenv("LKSEG_SETTINGS_DIR", str(tmp_path / "settings"))
     from lkseg.viewer.app import MainWindow
 
     win = MainWindow()
@@ -179,7 +179,7 @@ def test_finetune_job_from_the_panel_reports_progress_and_loads(segmented, qtbot
 
 
 def test_drop_and_command_line(qtbot, tmp_path, monkeypatch, threshold_checkpoint):
-    monkeypatch.setenv("LKSEG_VIEWER_CONFIG", str(tmp_path / "viewer.json"))
+    monkeypatch.setenv("LKSEG_SETTINGS_DIR", str(tmp_path / "settings"))
     from lkseg.viewer.app import MainWindow, build_parser, open_from_args
 
     img = write_image(synthetic_image(), tmp_path / "ct.nrrd")

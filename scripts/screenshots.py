@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="lkseg-shots-"))
     import os
 
-    os.environ.setdefault("LKSEG_VIEWER_CONFIG", str(tmp / "viewer.json"))
+    os.environ.setdefault("LKSEG_SETTINGS_DIR", str(tmp / "settings"))
     win = MainWindow()
     win.resize(1500, 920)
     win.export_panel.dataset_edit.setText(str(tmp / "dataset"))

@@ -38,13 +38,13 @@ from .segments import (
     table_to_text,
     terminology_entry,
 )
-from .settings import PanelSettings, atomic_write_text, default_settings_dir
+from lkseg.settings import UserSettings as PanelSettings, default_settings_dir
 from .summary import JobView, card_summary, job_view, read_progress
 from .task import BackgroundTask
 
 __all__ = [
     "BackgroundTask", "EXPORT_FORMATS", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
-    "array_from_vtk_image", "atomic_write_text", "card_summary", "compose_label_map", "default_settings_dir",
+    "array_from_vtk_image", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "fine_tune_argv", "job_total_steps", "new_job_dir", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "lkseg_parent", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",
     "pip_requirements", "pythonpath_with", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",

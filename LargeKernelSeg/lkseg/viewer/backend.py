@@ -8,7 +8,6 @@ viewer calls it from a QThread either way.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -16,9 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lkseg.image import Image
+from lkseg.settings import UserSettings
 
 log = logging.getLogger(__name__)
-MAX_RECENT = 8
 
 
 class InProcessClient:
@@ -62,32 +61,17 @@ def make_client(device: str = "auto") -> Any:
     return InProcessClient(device)
 
 
-def config_file() -> Path:
-    """Where the viewer keeps its settings ($LKSEG_VIEWER_CONFIG or ~/.config/lkseg/viewer.json)."""
-    env = os.environ.get("LKSEG_VIEWER_CONFIG")
-    return Path(env) if env else Path.home() / ".config" / "lkseg" / "viewer.json"
-
-
 def recent_checkpoints() -> list[Path]:
-    try:
-        data = json.loads(config_file().read_text())
-    except (OSError, ValueError):
-        return []
-    return [Path(p) for p in data.get("recent_checkpoints", []) if Path(p).is_file()]
+    """Recently used checkpoints that still exist (shared with the Slicer panel's list)."""
+    return [Path(p) for p in UserSettings().recent_checkpoints() if Path(p).is_file()]
 
 
 def remember_checkpoint(path: str | os.PathLike) -> None:
     """Put ``path`` first in the recent list (best effort: a read-only home only logs)."""
-    path = Path(path).resolve()
-    items = [path] + [p for p in recent_checkpoints() if p.resolve() != path]
-    target = config_file()
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(json.dumps({"recent_checkpoints": [str(p) for p in items[:MAX_RECENT]]}, indent=1))
-        os.replace(tmp, target)
+        UserSettings().add_recent_checkpoint(path)
     except OSError as exc:
-        log.warning("could not save the recent checkpoint list to %s: %s", target, exc)
+        log.warning("could not save the recent checkpoint list: %s", exc)
 
 
 def default_checkpoint() -> Path | None:

@@ -1,4 +1,5 @@
-"""The panel's remembered choices: recently used checkpoints and the local dataset folder.
+"""The user's remembered choices, shared by every front end (the Slicer panel, the desktop
+viewer): recently used checkpoints and the local dataset folder.
 
 Kept in a small JSON file (``settings.json``) in a per-user settings folder, written atomically
 (temporary file in the same folder, fsync, ``os.replace``). A damaged file is ignored, with a
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from lkseg.atomic import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +31,7 @@ def default_settings_dir() -> Path:
     return Path(base) / "LargeKernelSeg"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-class PanelSettings:
+class UserSettings:
     """Recent checkpoints (most recent first, unique, at most ``max_recent``) and the dataset folder."""
 
     def __init__(self, folder: Path | None = None, max_recent: int = MAX_RECENT) -> None:
