@@ -125,6 +125,19 @@ class WorkerClient:
         return (f"{what}{how}; the next request starts a fresh worker. Worker log {self.log_path}"
                 + (f":\n{tail}" if tail else ""))
 
+    def _next_message(self, timeout: float, if_dead: str) -> dict | None:
+        """The worker's next event, None after ``timeout`` s of silence; a worker whose output
+        ended is reaped and reported as :class:`WorkerError` saying ``if_dead``."""
+        try:
+            msg = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg is _EOF:
+            message = self._died_message(if_dead)
+            self._reap()
+            raise WorkerError(message)
+        return msg
+
     def _reap(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
@@ -150,14 +163,9 @@ class WorkerClient:
             self._send({"cmd": "ping", "id": "ping"})
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                try:
-                    msg = self._lines.get(timeout=0.2)
-                except queue.Empty:
+                msg = self._next_message(0.2, "the worker stopped")
+                if msg is None:
                     continue
-                if msg is _EOF:
-                    message = self._died_message("the worker stopped")
-                    self._reap()
-                    raise WorkerError(message)
                 if msg.get("event") == "pong":
                     return msg
             raise WorkerError(f"the worker did not answer a ping within {timeout:g} s")
@@ -211,14 +219,9 @@ class WorkerClient:
             if wanted and not cancel_sent:  # also covers a cancel() that came before the request was sent
                 self._send({"cmd": "cancel", "id": rid})
                 cancel_sent = True
-            try:
-                msg = self._lines.get(timeout=0.1)
-            except queue.Empty:
+            msg = self._next_message(0.1, "the segmentation worker died during the request")
+            if msg is None:
                 continue
-            if msg is _EOF:
-                message = self._died_message("the segmentation worker died during the request")
-                self._reap()
-                raise WorkerError(message)
             if msg.get("id") != rid:
                 log.debug("lkseg worker: ignoring %s", msg)
                 continue
