@@ -26,8 +26,8 @@ def threshold_card() -> Callable[..., Any]:
     """Factory: ``threshold_card(thresholds=(0.5, 1.5), spacing=None, roi=(16,16,16), ...)``
     -> ``(model, card)`` for the "threshold-test" network (class c where
     thresholds[c-1] <= x < thresholds[c]), labels named organ1, organ2, ..."""
-    from lkseg.card import InferenceSettings, ModelCard, Preprocessing
-    from lkseg.labels import Code, Label, LabelTable
+    from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+    from lkseg.checkpoint.labels import Code, Label, LabelTable
     from lkseg.models.registry import build_model
 
     def make(thresholds: Sequence[float] = (0.5, 1.5), spacing: Sequence[float] | None = None,
@@ -55,7 +55,7 @@ def threshold_card() -> Callable[..., Any]:
 @pytest.fixture
 def threshold_checkpoint(tmp_path: Path, threshold_card: Callable[..., Any]) -> Path:
     """A saved "threshold-test" checkpoint: organ1 where 0.5 <= x < 1.5, organ2 where x >= 1.5."""
-    from lkseg.checkpoint import save_checkpoint
+    from lkseg.checkpoint.native import save_checkpoint
 
     model, card = threshold_card()
     path = tmp_path / "threshold.safetensors"

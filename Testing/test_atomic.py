@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from lkseg.atomic import atomic_path, atomic_write_json, full_suffix
+from lkseg.utils.atomic import atomic_path, atomic_write_json, full_suffix
 
 
 def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):

@@ -11,10 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from lkseg.card import FORMAT_VERSION, InferenceSettings, ModelCard, Preprocessing, Provenance
-from lkseg.checkpoint import (CheckpointError, file_sha256, import_official, load_checkpoint, read_card,
-                              save_checkpoint)
-from lkseg.labels import BTCV, FLARE21
+from lkseg.checkpoint.card import FORMAT_VERSION, InferenceSettings, ModelCard, Preprocessing, Provenance
+from lkseg.checkpoint.card import CheckpointError
+from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
+from lkseg.checkpoint.official import import_official
+from lkseg.checkpoint.labels import BTCV, FLARE21
 from lkseg.models import build_model, get_spec, list_models
 
 THRESHOLDS = [0.0, 1.0, 2.0, 3.0]  # FLARE21: 4 labels

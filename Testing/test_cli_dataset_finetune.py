@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from lkseg.card import InferenceSettings, ModelCard, Preprocessing
-from lkseg.checkpoint import file_sha256, read_card, save_checkpoint
+from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+from lkseg.checkpoint.native import file_sha256, read_card, save_checkpoint
 from lkseg.cli import main
-from lkseg.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
+from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator-example"

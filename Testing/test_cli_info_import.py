@@ -7,10 +7,10 @@ import sys
 
 import torch
 
-from lkseg.card import ModelCard
-from lkseg.checkpoint import file_sha256, load_checkpoint, read_card, save_checkpoint
+from lkseg.checkpoint.card import ModelCard
+from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
 from lkseg.cli import main
-from lkseg.labels import FLARE21
+from lkseg.checkpoint.labels import FLARE21
 
 CARD = {"architecture": "threshold-test", "hyperparameters": {"thresholds": [0.0, 1.0, 2.0, 3.0]},
         "in_channels": 1, "labels": "flare21", "preprocessing": {"spacing": [1.0, 1.0, 1.2]},

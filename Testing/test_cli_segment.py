@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lkseg.cli import main
-from lkseg.image import Image
-from lkseg.imageio import read_image, write_image
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image, write_image
 
 
 def lkseg(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from lkseg.dataset import DatasetError, LocalDataset, read_nifti
-from lkseg.image import Image
-from lkseg.labels import Code, Label, LabelTable
+from lkseg.dataset.files import DatasetError, read_nifti
+from lkseg.dataset.local import LocalDataset
+from lkseg.io.image import Image
+from lkseg.checkpoint.labels import Code, Label, LabelTable
 
 ORGAN = Code("SCT", "123037004", "Anatomical Structure")
 

@@ -11,10 +11,10 @@ import pytest
 import SimpleITK as sitk
 
 from lkseg.errors import LkSegError
-from lkseg.export import organ_volumes, overlay_png, terminology_tag, write_labels, write_volumes
-from lkseg.image import Image
-from lkseg.imageio import read_image
-from lkseg.labels import BTCV, Code, Label, LabelTable
+from lkseg.io.export import organ_volumes, overlay_png, terminology_tag, write_labels, write_volumes
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image
+from lkseg.checkpoint.labels import BTCV, Code, Label, LabelTable
 
 
 def labelled(dtype=np.uint8) -> Image:

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lkseg.image import Image
-from lkseg.imageio import read_image
-from lkseg.inference import Segmenter
-from lkseg.metrics import dice
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image
+from lkseg.inference.segmenter import Segmenter
+from lkseg.evaluation.metrics import dice
 
 
 def random_rotation(rng: np.random.Generator, reflect: bool) -> np.ndarray:
@@ -133,7 +133,7 @@ def test_network_tensor_has_monai_layout(shared_data: Path, threshold_card) -> N
     import torch
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
-    from lkseg.preprocessing import preprocess
+    from lkseg.preprocessing.pipeline import preprocess
 
     path = shared_data / "example_ct_sm.nii.gz"
     _, card = threshold_card(spacing=None)
@@ -150,14 +150,15 @@ def test_fast_back_resampling_equals_full_interpolation(seed: int) -> None:
     import torch
     import torch.nn.functional as F
 
-    from lkseg.preprocessing import Grid, labels_on_source, network_grid
+    from lkseg.preprocessing.spatial import Grid, network_grid
+    from lkseg.inference.back_resampling import labels_on_source
 
     rng = np.random.default_rng(seed)
     source = Grid((23, 31, 27), Image(np.zeros((23, 31, 27)), rng.uniform(0.7, 2.0, 3), rng.uniform(-9, 9, 3),
                                       random_rotation(rng, reflect=seed == 1)).ijk_to_lps())
     grid = network_grid(source, "RAS", (1.3, 1.6, 1.1))
     if seed == 1:  # a cropped network grid: part of the input lies outside it
-        from lkseg.preprocessing import crop_grid
+        from lkseg.preprocessing.spatial import crop_grid
 
         grid = crop_grid(grid, (slice(3, grid.shape[0] - 2), slice(0, grid.shape[1] - 4), slice(2, grid.shape[2])))
     coarse = torch.rand(1, 5, 5, 6, 4, generator=torch.Generator().manual_seed(seed))

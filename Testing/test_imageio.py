@@ -9,8 +9,8 @@ import pytest
 import SimpleITK as sitk
 
 from lkseg.errors import LkSegError
-from lkseg.image import Image
-from lkseg.imageio import ImageReadError, from_sitk, read_image, to_sitk, write_image
+from lkseg.io.image import Image
+from lkseg.io.imageio import ImageReadError, from_sitk, read_image, to_sitk, write_image
 
 
 def oblique_image(dtype=np.int16) -> Image:

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from lkseg.errors import Cancelled, LkSegError
-from lkseg.image import Image
-from lkseg.imageio import read_image, write_image
-from lkseg.inference import Segmenter, segment_file
-from lkseg.sliding_window import SlidingWindow, gaussian_map, window_starts
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image, write_image
+from lkseg.inference.segmenter import Segmenter, segment_file
+from lkseg.inference.sliding_window import SlidingWindow, gaussian_map, window_starts
 
 
 def ball_image(n: int = 40, extra_blob: bool = False) -> Image:
@@ -169,7 +169,7 @@ def test_cuda_matches_cpu(threshold_card, reference) -> None:
 
 
 def test_intensity_modes() -> None:
-    from lkseg.preprocessing import normalise_intensity
+    from lkseg.preprocessing.intensity import normalise_intensity
 
     x = torch.tensor([-1000.0, -125.0, 75.0, 275.0, 3000.0])
     w = normalise_intensity(x, {"mode": "window", "a_min": -125, "a_max": 275, "b_min": 0.0, "b_max": 1.0,

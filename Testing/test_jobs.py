@@ -145,9 +145,9 @@ def test_foreign_folder_is_refused(tmp_path: Path) -> None:
 
 
 def _tiny_dataset(root: Path):
-    from lkseg.dataset import LocalDataset
-    from lkseg.image import Image
-    from lkseg.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
+    from lkseg.dataset.local import LocalDataset
+    from lkseg.io.image import Image
+    from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 
     table = LabelTable([Label(1, "liver", (220, 130, 100), ANATOMICAL_STRUCTURE, None),
                         Label(2, "spleen", (157, 108, 162), ANATOMICAL_STRUCTURE, None)], name="two organs")
@@ -168,8 +168,8 @@ def _tiny_dataset(root: Path):
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_real_training_job_writes_a_checkpoint(tmp_path: Path) -> None:
-    from lkseg.card import InferenceSettings, ModelCard, Preprocessing
-    from lkseg.checkpoint import read_card, save_checkpoint
+    from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+    from lkseg.checkpoint.native import read_card, save_checkpoint
     from lkseg.models.registry import build_model
 
     ds, table = _tiny_dataset(tmp_path / "ds")

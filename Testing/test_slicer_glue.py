@@ -18,7 +18,7 @@ sys.path.insert(0, str(MODULE_DIR))
 
 import LargeKernelSegLib as glue  # noqa: E402
 from lkseg.errors import Cancelled, LkSegError  # noqa: E402
-from lkseg.image import Image  # noqa: E402
+from lkseg.io.image import Image
 
 
 def _oblique_flipped_ijk_to_ras() -> np.ndarray:
@@ -72,7 +72,7 @@ def test_label_maps_keep_large_values_and_reject_bad_ones():
 
 
 def test_segment_specs_carry_names_colours_and_snomed_codes():
-    labels = pytest.importorskip("lkseg.labels")
+    labels = pytest.importorskip("lkseg.checkpoint.labels")
     table = labels.LabelTable([
         labels.Label(1, "spleen", (157, 108, 162), labels.Code("SCT", "123037004", "Anatomical Structure"),
                      labels.Code("SCT", "78961009", "Spleen")),
@@ -103,7 +103,7 @@ def test_segment_specs_carry_names_colours_and_snomed_codes():
 
 
 def test_segment_specs_from_a_builtin_card_table():
-    labels = pytest.importorskip("lkseg.labels")
+    labels = pytest.importorskip("lkseg.checkpoint.labels")
     table = labels.get_table("BTCV")
     specs = glue.segment_specs(table)
     assert len(specs) == 13
@@ -187,7 +187,7 @@ def test_error_wording_is_plain_and_specific():
 def test_real_error_classes_map_when_available():
     for mod, cls, words in [("lkseg.checkpoint", "CheckpointError", "model file"),
                             ("lkseg.dataset", "DatasetError", "dataset folder"),
-                            ("lkseg.imageio", "ImageReadError", "image could not be read")]:
+                            ("lkseg.io.imageio", "ImageReadError", "image could not be read")]:
         try:
             module = __import__(mod, fromlist=[cls])
         except ImportError:
@@ -233,8 +233,8 @@ def test_job_view_reads_progress_and_status(tmp_path):
 
 
 def test_card_summary_when_cards_exist():
-    card_mod = pytest.importorskip("lkseg.card")
-    labels = pytest.importorskip("lkseg.labels")
+    card_mod = pytest.importorskip("lkseg.checkpoint.card")
+    labels = pytest.importorskip("lkseg.checkpoint.labels")
     card = card_mod.ModelCard(architecture="uxnet", hyperparameters={}, in_channels=1,
                               labels=labels.get_table("FLARE21"), preprocessing=card_mod.Preprocessing(spacing=(1.5, 1.5, 2.0)),
                               inference=card_mod.InferenceSettings(), provenance=card_mod.Provenance(
@@ -249,8 +249,8 @@ def test_card_summary_when_cards_exist():
 
 
 def test_terminology_matches_the_seg_nrrd_writer_and_keeps_laterality():
-    labels = pytest.importorskip("lkseg.labels")
-    export = pytest.importorskip("lkseg.export")
+    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    export = pytest.importorskip("lkseg.io.export")
     table = labels.get_table("BTCV")
     with_modifier = [lab for lab in table.labels if getattr(lab, "modifier", None) is not None]
     assert with_modifier, "BTCV has left/right kidneys and adrenal glands"
@@ -265,8 +265,8 @@ def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_c
     """The panel's flow without Slicer: volume arrays -> Image -> segment in a thread -> VTK label map."""
     import threading
 
-    from lkseg.checkpoint import read_card
-    from lkseg.inference import Segmenter
+    from lkseg.checkpoint.native import read_card
+    from lkseg.inference.segmenter import Segmenter
 
     m = _oblique_flipped_ijk_to_ras()
     array = np.zeros((12, 20, 18), np.float32)
@@ -311,8 +311,8 @@ def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_c
 
 def test_corrected_masks_go_into_a_local_dataset(tmp_path):
     """Export: per-segment masks (as arrayFromSegmentBinaryLabelmap returns them) -> label map -> dataset case."""
-    labels_mod = pytest.importorskip("lkseg.labels")
-    from lkseg.dataset import LocalDataset
+    labels_mod = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.dataset.local import LocalDataset
 
     table = labels_mod.get_table("FLARE21")
     m = _oblique_flipped_ijk_to_ras()
@@ -355,7 +355,7 @@ def test_child_processes_find_the_same_lkseg(tmp_path):
 def test_fine_tune_arguments_parse_with_the_real_trainer(tmp_path):
     from datetime import datetime
 
-    from lkseg.training import build_parser
+    from lkseg.training.config import build_parser
 
     out = glue.new_job_dir(tmp_path / "ds", now=datetime(2026, 5, 4, 3, 2, 1))
     assert out == tmp_path / "ds" / "jobs" / "finetune-20260504-030201"
@@ -383,7 +383,7 @@ def test_background_task_drives_the_real_worker_process(threshold_checkpoint, mo
     import os
     import time
 
-    worker_client = pytest.importorskip("lkseg.worker_client")
+    worker_client = pytest.importorskip("lkseg.service.client")
     # as inside Slicer: the child finds lkseg through PYTHONPATH set by the module's logic
     monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
     m = _oblique_flipped_ijk_to_ras()
@@ -421,9 +421,9 @@ def test_fine_tune_job_started_like_the_panel_reports_its_failure(tmp_path, thre
     import time
 
     jobs = pytest.importorskip("lkseg.jobs")
-    labels = pytest.importorskip("lkseg.labels")
-    from lkseg.checkpoint import read_card
-    from lkseg.dataset import LocalDataset
+    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.checkpoint.native import read_card
+    from lkseg.dataset.local import LocalDataset
 
     monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
     table = read_card(threshold_checkpoint).labels

@@ -8,6 +8,8 @@ that the core never imports GUI toolkits, and that the extension's CMake follows
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import py_compile
 import re
 import subprocess
@@ -24,8 +26,18 @@ UI_FILE = MODULE_DIR / "Resources" / "UI" / "LargeKernelSeg.ui"
 GUI_TOOLKITS = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "PyQt5", "PyQt6", "PySide2", "PySide6", "mrml"}
 
 
+#: LargeKernelSegLib modules that call Slicer; imported only by LargeKernelSeg.py
+SLICER_SIDE_LIB = ("mrml.py", "install.py", "selftest.py")
+
+
 def _module_tree() -> ast.Module:
     return ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+
+
+def _slicer_side_trees() -> list[ast.Module]:
+    """The main module file and the LargeKernelSegLib modules that call Slicer."""
+    files = [MODULE_PY] + [MODULE_DIR / "LargeKernelSegLib" / f for f in SLICER_SIDE_LIB]
+    return [ast.parse(f.read_text(encoding="utf-8")) for f in files]
 
 
 def _cmake_list(text: str, variable: str) -> list[str]:
@@ -102,14 +114,20 @@ def test_slicer_testing_is_wired_under_build_testing():
         assert (MODULE_DIR / "Testing" / "Python" / s).is_file()
 
 
-def test_bundled_resources_installed_with_the_module():
+def test_bundled_resources_installed_with_the_module(tmp_path):
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     files = _cmake_list(text, "LKSEG_BUNDLED_FILES")
     assert files == ["Data/sample_ct.nii.gz", "Models/default_model.safetensors"]
     assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
-    # lkseg.resources looks for <dir of the installed lkseg package>/../Resources, i.e. the same folder
-    src = (MODULE_DIR / "lkseg" / "resources.py").read_text()
-    assert 'here.parent / "Resources"' in src and '"Models"' in src and '"Data"' in src
+    # lkseg.app.resources looks for <dir of the installed lkseg package>/../Resources, i.e. the same folder:
+    # lay the module out as Slicer installs it and ask the installed copy where its resources are
+    installed = tmp_path / "qt-scripted-modules"
+    shutil.copytree(MODULE_DIR / "lkseg", installed / "lkseg", ignore=shutil.ignore_patterns("__pycache__"))
+    (installed / "Resources" / "Models").mkdir(parents=True)
+    (installed / "Resources" / "Models" / "default_model.safetensors").write_bytes(b"x")
+    found = subprocess.run([sys.executable, "-c", "from lkseg.app.resources import default_model; print(default_model())"],
+                           cwd=installed, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(installed)})
+    assert found.stdout.strip() == str(installed / "Resources" / "Models" / "default_model.safetensors"), found.stderr
     absent = [f for f in files if not (ROOT / "Resources" / f).is_file()]
     if absent:
         pytest.skip(f"bundled resources not produced yet: {absent}")
@@ -151,7 +169,13 @@ def test_core_never_imports_gui_toolkits():
             offenders[rel.as_posix()] = sorted(bad)
     assert not offenders, offenders
     for f in (MODULE_DIR / "LargeKernelSegLib").glob("*.py"):  # the glue may use VTK, never Slicer or Qt
+        if f.name in SLICER_SIDE_LIB:
+            assert not _imported_roots(f) & {"qt", "ctk", "PyQt5", "torch", "monai"}, f.name
+            continue
         assert not _imported_roots(f) & {"slicer", "qt", "ctk", "PyQt5", "torch", "monai"}, f.name
+    init = ast.parse((MODULE_DIR / "LargeKernelSegLib" / "__init__.py").read_text(encoding="utf-8"))
+    relative = {n.module for n in ast.walk(init) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert not relative & {f[:-3] for f in SLICER_SIDE_LIB}, "LargeKernelSegLib/__init__ imports a Slicer-side module"
 
 
 def test_module_classes_and_lazy_heavy_imports():
@@ -161,7 +185,7 @@ def test_module_classes_and_lazy_heavy_imports():
     assert "ScriptedLoadableModule" in bases["LargeKernelSeg"]
     assert "ScriptedLoadableModuleWidget" in bases["LargeKernelSegWidget"]
     assert "ScriptedLoadableModuleLogic" in bases["LargeKernelSegLogic"]
-    assert "ScriptedLoadableModuleTest" in bases["LargeKernelSegTest"]
+    assert {"ScriptedLoadableModuleTest", "selftest.PanelSelfTest"} <= bases["LargeKernelSegTest"]
     wrapped = [c.name for c in classes.values() if any(ast.unparse(d) == "parameterNodeWrapper" for d in c.decorator_list)]
     assert wrapped == ["LargeKernelSegParameterNode"]
     top_level = set()
@@ -171,13 +195,18 @@ def test_module_classes_and_lazy_heavy_imports():
         elif isinstance(node, ast.ImportFrom):
             top_level.add(node.module.split(".")[0])
     assert not top_level & {"torch", "monai", "SimpleITK", "safetensors", "lkseg", "numpy"}, top_level
-    test_methods = [f.name for f in classes["LargeKernelSegTest"].body if isinstance(f, ast.FunctionDef)]
+    selftest = ast.parse((MODULE_DIR / "LargeKernelSegLib" / "selftest.py").read_text(encoding="utf-8"))
+    mixin = next(c for c in selftest.body if isinstance(c, ast.ClassDef) and c.name == "PanelSelfTest")
+    test_methods = [f.name for f in mixin.body if isinstance(f, ast.FunctionDef)]
     assert "runTest" in test_methods and any(m.startswith("test_") for m in test_methods)
+    assert "newLogic" in [f.name for f in classes["LargeKernelSegTest"].body if isinstance(f, ast.FunctionDef)]
     init = next(f for f in classes["LargeKernelSeg"].body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
     src = ast.unparse(init)
-    assert "['Segmentation']" in src and "acknowledgementText" in src
+    assert "['Segmentation']" in src and "acknowledgementText = glue.ACKNOWLEDGEMENT_TEXT" in src
+    import LargeKernelSegLib as glue
+
     for paper in ("3D UX-Net", "RepUX-Net", "DeformUX-Net", "MedNeXt"):
-        assert paper in src
+        assert paper in glue.ACKNOWLEDGEMENT_TEXT
 
 
 def test_ui_is_well_formed_and_has_every_widget_the_module_uses():
@@ -222,7 +251,7 @@ def test_parameter_node_bindings_fit_their_widgets():
 def test_every_slicer_api_used_is_documented():
     doc = (ROOT / "docs" / "slicer_api.md").read_text(encoding="utf-8")
     chains = set()
-    for node in ast.walk(_module_tree()):
+    for node in (n for tree in _slicer_side_trees() for n in ast.walk(tree)):
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute | ast.Name):
             text = ast.unparse(node)
             if text.startswith(("slicer.", "qt.")) and text.count(".") <= 3:

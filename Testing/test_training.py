@@ -14,16 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from lkseg.card import InferenceSettings, ModelCard, Preprocessing, Provenance
-from lkseg.checkpoint import file_sha256, load_checkpoint, read_card, save_checkpoint
-from lkseg.dataset import LocalDataset
+from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing, Provenance
+from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
+from lkseg.dataset.local import LocalDataset
 from lkseg.errors import LkSegError
-from lkseg.image import Image
-from lkseg.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
+from lkseg.io.image import Image
+from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model, get_spec
-from lkseg.train_data import Case, CropSampler, split_cases
-from lkseg.train_loop import ProgressLog, deep_supervision_loss, dice_per_label, warmup_cosine
-from lkseg.training import TrainConfig, train
+from lkseg.training.crops import Case, CropSampler, split_cases
+from lkseg.training.loop import ProgressLog, deep_supervision_loss, dice_per_label, warmup_cosine
+from lkseg.training.config import TrainConfig
+from lkseg.training.train import train
 
 TABLE = LabelTable([Label(1, "liver", (220, 130, 100), ANATOMICAL_STRUCTURE, None),
                     Label(2, "spleen", (157, 108, 162), ANATOMICAL_STRUCTURE, None)], name="two organs")

@@ -16,8 +16,8 @@ if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
 from PyQt5.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
 from PyQt5.QtGui import QColor, QDropEvent  # noqa: E402
 
-from lkseg.image import Image  # noqa: E402
-from lkseg.imageio import read_image, write_image  # noqa: E402
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image, write_image
 
 pytestmark = pytest.mark.gui
 SHAPE = (6, 40, 48)  # k, j, i
@@ -143,7 +143,7 @@ def test_navigation_scroll_zoom_presets(segmented, qtbot):
 
 
 def test_export_to_dataset_and_files(segmented, tmp_path):
-    from lkseg.dataset import LocalDataset
+    from lkseg.dataset.local import LocalDataset
 
     win = segmented
     win.state.editor.paint((1, 2, 2), 1, 2)
@@ -204,7 +204,7 @@ def test_drop_and_command_line(qtbot, tmp_path, monkeypatch, threshold_checkpoin
 
 def test_cancel_keeps_the_window_responsive(window, qtbot):
     """The bundled model on the bundled CT: the event loop keeps ticking while it runs; Cancel stops it."""
-    from lkseg.resources import default_model, sample_ct
+    from lkseg.app.resources import default_model, sample_ct
 
     if default_model() is None or sample_ct() is None:
         pytest.skip("no bundled sample/default model in this installation")

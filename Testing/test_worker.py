@@ -1,4 +1,4 @@
-"""The segmentation worker: a real ``python -m lkseg.worker`` process on CPU, driven by WorkerClient."""
+"""The segmentation worker: a real ``python -m lkseg.service.worker`` process on CPU, driven by WorkerClient."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lkseg.checkpoint import save_checkpoint
+from lkseg.checkpoint.native import save_checkpoint
 from lkseg.errors import Cancelled, LkSegError
-from lkseg.image import Image
-from lkseg.worker_client import WorkerClient, WorkerError
+from lkseg.io.image import Image
+from lkseg.service.client import WorkerClient, WorkerError
 
 
 def _volume(n: int) -> tuple[Image, np.ndarray]:
@@ -130,7 +130,7 @@ def test_worker_reports_user_errors_and_keeps_serving(tmp_path: Path, fast_check
 @pytest.mark.timeout(60)
 def test_protocol_by_hand_stdout_is_protocol_only(tmp_path: Path, fast_checkpoint: Path) -> None:
     """Raw JSON lines, a NIfTI input and output (the documented alternative to .npz)."""
-    from lkseg.imageio import read_image, write_image
+    from lkseg.io.imageio import read_image, write_image
 
     image, expected = _volume(20)
     src, dst = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
@@ -138,7 +138,7 @@ def test_protocol_by_hand_stdout_is_protocol_only(tmp_path: Path, fast_checkpoin
     requests = [{"cmd": "ping", "id": "p"}, "this is not json",
                 {"cmd": "segment", "id": 7, "checkpoint": str(fast_checkpoint), "input": str(src),
                  "output": str(dst), "options": {"device": "cpu"}}]
-    proc = subprocess.Popen([sys.executable, "-m", "lkseg.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "lkseg.service.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:
         for r in requests:

@@ -35,16 +35,16 @@ SHARED_CT = REPO.parent / "shared" / "data" / "totalsegmentator-example" / "exam
 
 def default_checkpoint(tmp: Path) -> Path:
     """The bundled default model, or a randomly initialised small UX-Net (or first available network)."""
-    from lkseg import resources
+    from lkseg.app import resources
 
     bundled = resources.default_model()
     if bundled is not None:
         return bundled
     import torch
 
-    from lkseg.card import InferenceSettings, ModelCard, Preprocessing
-    from lkseg.checkpoint import save_checkpoint
-    from lkseg.labels import BTCV
+    from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+    from lkseg.checkpoint.native import save_checkpoint
+    from lkseg.checkpoint.labels import BTCV
     from lkseg.models.registry import build_model, get_spec, list_models
 
     names = [s.name for s in list_models()]
@@ -70,9 +70,9 @@ def _peaks(device: str) -> dict[str, float]:
 
 
 def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: int = 1) -> dict[str, Any]:
-    from lkseg.export import write_labels
-    from lkseg.imageio import read_image
-    from lkseg.inference import Segmenter
+    from lkseg.io.export import write_labels
+    from lkseg.io.imageio import read_image
+    from lkseg.inference.segmenter import Segmenter
 
     seg = Segmenter.from_checkpoint(checkpoint, device=device)
     t0 = time.perf_counter()
@@ -101,8 +101,8 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
     from monai.inferers import sliding_window_inference
     from monai.transforms import EnsureChannelFirst, LoadImage, Orientation, ScaleIntensityRange, Spacing
 
-    from lkseg.checkpoint import load_checkpoint
-    from lkseg.devices import resolve_device
+    from lkseg.checkpoint.native import load_checkpoint
+    from lkseg.utils.devices import resolve_device
 
     dev = resolve_device(device)
     model, card = load_checkpoint(checkpoint, device="cpu")
@@ -190,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from lkseg import resources
-    from lkseg.checkpoint import read_card
-    from lkseg.imageio import read_image
-    from lkseg.metrics import dice_per_label
+    from lkseg.app import resources
+    from lkseg.checkpoint.native import read_card
+    from lkseg.io.imageio import read_image
+    from lkseg.evaluation.metrics import dice_per_label
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)

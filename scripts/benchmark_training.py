@@ -38,8 +38,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 def make_dataset(root: Path) -> Path:
     from train_default_model import SOURCE, default_table, map_labels
 
-    from lkseg.dataset import LocalDataset
-    from lkseg.imageio import read_image
+    from lkseg.dataset.local import LocalDataset
+    from lkseg.io.imageio import read_image
 
     table = default_table()
     ct = read_image(SOURCE / "example_ct_sm.nii.gz")
@@ -57,7 +57,8 @@ def peak_host_mb() -> float:
 def run_ours(a: argparse.Namespace, work: Path) -> dict:
     import torch
 
-    from lkseg.training import TrainConfig, train
+    from lkseg.training.config import TrainConfig
+    from lkseg.training.train import train
 
     times: dict[int, float] = {}
 
@@ -82,7 +83,7 @@ def run_reference(a: argparse.Namespace, work: Path) -> dict:
     from monai.transforms import (Compose, EnsureChannelFirstd, LoadImaged, Orientationd, RandCropByPosNegLabeld,
                                   RandFlipd, ScaleIntensityRanged, Spacingd, SpatialPadd)
 
-    from lkseg.dataset import LocalDataset
+    from lkseg.dataset.local import LocalDataset
     from lkseg.models.registry import get_spec
 
     ds = LocalDataset(work / "dataset")

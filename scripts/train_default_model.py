@@ -59,14 +59,14 @@ LR = 3e-3
 
 def slab(image, k0: int, k1: int):
     """The axial slab k0 <= k < k1 of ``image`` as its own Image (same physical position)."""
-    from lkseg.image import Image
+    from lkseg.io.image import Image
 
     origin = image.index_to_physical(np.array([[0, 0, k0]]))[0]
     return Image(np.ascontiguousarray(image.array[k0:k1]), image.spacing, tuple(origin), image.direction.copy())
 
 
 def default_table():
-    from lkseg.labels import LabelTable, get_table
+    from lkseg.checkpoint.labels import LabelTable, get_table
 
     btcv = get_table("BTCV")
     return LabelTable([replace(btcv.by_name(name), value=i) for i, (name, _) in enumerate(ORGANS, start=1)],
@@ -106,12 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     from lkseg import __version__
-    from lkseg.checkpoint import load_state_dict, save_checkpoint
-    from lkseg.dataset import LocalDataset
-    from lkseg.imageio import read_image
-    from lkseg.inference import Segmenter
-    from lkseg.metrics import dice_per_label
-    from lkseg.training import TrainConfig, train
+    from lkseg.checkpoint.native import load_state_dict, save_checkpoint
+    from lkseg.dataset.local import LocalDataset
+    from lkseg.io.imageio import read_image
+    from lkseg.inference.segmenter import Segmenter
+    from lkseg.evaluation.metrics import dice_per_label
+    from lkseg.training.config import TrainConfig
+    from lkseg.training.train import train
 
     torch.set_num_threads(args.threads)
     seed_everything(SEED)

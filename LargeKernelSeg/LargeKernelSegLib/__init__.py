@@ -1,8 +1,11 @@
-"""Slicer-independent glue of the LargeKernelSeg module.
+"""Glue and logic of the LargeKernelSeg module, outside its main file (SlicerNNUnet's layout).
 
-Plain functions on numpy arrays, VTK objects (``vtkMatrix4x4``, ``vtkImageData``) and ``lkseg``
-objects, so they are tested with real VTK outside Slicer (Testing/test_slicer_glue.py). Nothing
-here imports slicer, qt or ctk, and nothing imports torch at import time.
+What this package exports is Slicer-independent: plain functions and classes on numpy arrays, VTK
+objects (``vtkMatrix4x4``, ``vtkImageData``) and ``lkseg`` objects (:mod:`.session` holds the worker,
+exports and fine-tuning jobs), tested with real VTK outside Slicer. Nothing imported here imports
+slicer, qt or ctk, and nothing imports torch at import time. Three modules do call Slicer and are
+imported only by ``LargeKernelSeg.py``: :mod:`.mrml` (nodes <-> images and labels), :mod:`.install`
+(dependency installation) and :mod:`.selftest` (the module's self-test).
 """
 
 from .dependencies import (
@@ -38,12 +41,13 @@ from .segments import (
     table_to_text,
     terminology_entry,
 )
-from lkseg.settings import UserSettings as PanelSettings, default_settings_dir
+from lkseg.app.settings import UserSettings as PanelSettings, default_settings_dir
 from .summary import JobView, card_summary, job_view, read_progress
+from .texts import ACKNOWLEDGEMENT_TEXT, HELP_TEXT
 from .task import BackgroundTask
 
 __all__ = [
-    "BackgroundTask", "EXPORT_FORMATS", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
+    "ACKNOWLEDGEMENT_TEXT", "BackgroundTask", "EXPORT_FORMATS", "HELP_TEXT", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
     "array_from_vtk_image", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "fine_tune_argv", "job_total_steps", "new_job_dir", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "lkseg_parent", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",

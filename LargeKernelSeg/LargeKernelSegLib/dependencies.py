@@ -70,7 +70,7 @@ def lkseg_parent() -> Path:
 
 
 def pythonpath_with(folder: Path, existing: str | None) -> str:
-    """``PYTHONPATH`` with ``folder`` first (once), so child processes (``python -m lkseg.worker``,
+    """``PYTHONPATH`` with ``folder`` first (once), so child processes (``python -m lkseg.service.worker``,
     ``python -m lkseg.training``) import the same ``lkseg`` as the module. Inside Slicer
     ``sys.executable`` is PythonSlicer, which does not search the extension's folders by itself."""
     parts = [p for p in (existing or "").split(os.pathsep) if p and Path(p) != Path(folder)]

@@ -1,4 +1,4 @@
-"""Volume geometry glue: Slicer's (array, IJKToRAS) pair <-> :class:`lkseg.image.Image`.
+"""Volume geometry glue: Slicer's (array, IJKToRAS) pair <-> :class:`lkseg.io.image.Image`.
 
 Slicer keeps a volume's geometry in the node (``GetIJKToRASMatrix``) and its voxels in a
 ``vtkImageData`` whose own origin/spacing are left at 0/1. These functions take and return plain
@@ -12,7 +12,7 @@ from vtkmodules.util.numpy_support import numpy_to_vtk, vtk_to_numpy
 from vtkmodules.vtkCommonMath import vtkMatrix4x4
 from vtkmodules.vtkCommonDataModel import vtkImageData
 
-from lkseg.image import Image
+from lkseg.io.image import Image
 
 
 def vtk_matrix_to_numpy(matrix: vtkMatrix4x4) -> np.ndarray:

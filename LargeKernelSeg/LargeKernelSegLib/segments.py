@@ -30,7 +30,7 @@ class SegmentSpec(NamedTuple):
 
 
 def _code_text(code: Any) -> str:
-    """``scheme^value^meaning`` of a ``lkseg.labels.Code`` (or a 3-tuple), ``^^`` for none."""
+    """``scheme^value^meaning`` of a ``lkseg.checkpoint.labels.Code`` (or a 3-tuple), ``^^`` for none."""
     if code is None:
         return "^^"
     if isinstance(code, (tuple, list)):
@@ -41,7 +41,7 @@ def _code_text(code: Any) -> str:
 
 
 def terminology_entry(label: Any) -> str:
-    """Slicer's terminology string for a ``lkseg.labels.Label``; empty when it has no type code."""
+    """Slicer's terminology string for a ``lkseg.checkpoint.labels.Label``; empty when it has no type code."""
     if getattr(label, "type", None) is None:
         return ""
     category = label.category if label.category is not None else ANATOMICAL_STRUCTURE
@@ -147,10 +147,10 @@ def table_to_text(table: Any) -> str:
 
 
 def table_from_text(text: str) -> Any:
-    """The ``lkseg.labels.LabelTable`` written by :func:`table_to_text`."""
+    """The ``lkseg.checkpoint.labels.LabelTable`` written by :func:`table_to_text`."""
     import json
 
-    from lkseg.labels import LabelTable
+    from lkseg.checkpoint.labels import LabelTable
 
     data = json.loads(text)
     return LabelTable.from_list(data["labels"], name=data.get("name", ""))

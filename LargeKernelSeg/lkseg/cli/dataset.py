@@ -37,8 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from lkseg.dataset import LocalDataset, load_label_table
-    from lkseg.imageio import read_image
+    from lkseg.dataset.local import LocalDataset, load_label_table
+    from lkseg.io.imageio import read_image
 
     if args.checkpoint is not None:
         table = load_label_table(args.checkpoint)
@@ -58,7 +58,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from lkseg.dataset import LocalDataset, read_header
+    from lkseg.dataset.local import LocalDataset
+    from lkseg.dataset.files import read_header
 
     ds = LocalDataset(args.dataset)
     table = ds.table
@@ -77,7 +78,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from lkseg.dataset import LocalDataset
+    from lkseg.dataset.local import LocalDataset
 
     ds = LocalDataset(args.dataset)
     problems = ds.check()

@@ -22,10 +22,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg import export, resources
-    from lkseg.imageio import read_image
-    from lkseg.inference import Segmenter
-    from lkseg.progress import TerminalProgress
+    from lkseg.io import export
+    from lkseg.app import resources
+    from lkseg.io.imageio import read_image
+    from lkseg.inference.segmenter import Segmenter
+    from lkseg.utils.progress import TerminalProgress
 
     image_path = args.image or resources.sample_ct()
     ckpt_path = args.checkpoint or resources.default_model()

@@ -34,22 +34,22 @@ def _table(args: argparse.Namespace, segmenter: Any) -> Any:
     if segmenter is not None:
         return segmenter.table
     if args.labels:
-        from lkseg.dataset import load_label_table
+        from lkseg.dataset.local import load_label_table
 
         return load_label_table(args.labels)
     return None
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.imageio import read_image
-    from lkseg.metrics import dice_per_label, mean_dice
+    from lkseg.io.imageio import read_image
+    from lkseg.evaluation.metrics import dice_per_label, mean_dice
 
     if len(args.inputs) != len(args.reference):
         raise LkSegError(f"{len(args.inputs)} input(s) but {len(args.reference)} reference(s); give one "
                          "reference label map per input, in the same order")
     segmenter = None
     if args.checkpoint:
-        from lkseg.inference import Segmenter
+        from lkseg.inference.segmenter import Segmenter
 
         segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     table = _table(args, segmenter)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     overall = [d["dice"] for d in summary.values() if d["dice"] is not None]
     print(f"\nmean over organs: {np.mean(overall):.4f}" if overall else "\nno organ present in any case")
     if args.json:
-        from lkseg.atomic import atomic_write_json
+        from lkseg.utils.atomic import atomic_write_json
 
         atomic_write_json(args.json, {"cases": report, "organs": summary})
     return 0

@@ -11,7 +11,7 @@ from lkseg.errors import LkSegError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from lkseg.training import add_training_arguments
+    from lkseg.training.config import add_training_arguments
 
     p = sub.add_parser("finetune", help="fine-tune a checkpoint on a local dataset (or train from scratch)",
                        description="Fine-tune --checkpoint (or train --architecture from scratch with --labels) "
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.training import config_from_args, train
+    from lkseg.training.config import config_from_args
+    from lkseg.training.train import train
 
     config = config_from_args(args)  # validates the options before anything starts
     if args.background:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_result(best: Path) -> None:
-    from lkseg.checkpoint import read_card
+    from lkseg.checkpoint.native import read_card
 
     card = read_card(best)
     metrics = card.provenance.metrics
@@ -70,7 +71,7 @@ def _print_result(best: Path) -> None:
 
 def training_argv(args: argparse.Namespace) -> list[str]:
     """The ``python -m lkseg.training`` arguments equivalent to the parsed options."""
-    from lkseg.training import build_parser
+    from lkseg.training.config import build_parser
 
     argv: list[str] = []
     parser = build_parser()

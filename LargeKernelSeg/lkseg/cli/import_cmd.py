@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _card_from_args(args: argparse.Namespace):
-    from lkseg.card import ModelCard
+    from lkseg.checkpoint.card import ModelCard
 
     if args.card is not None:
         if args.architecture or args.labels or args.hp:
@@ -51,7 +51,7 @@ def _card_from_args(args: argparse.Namespace):
             raise LkSegError(f"model card {args.card}: {exc}") from None
     if not (args.architecture and args.labels):
         raise LkSegError("describe the model: --card CARD.json, or --architecture NAME and --labels TABLE")
-    from lkseg.labels import get_table
+    from lkseg.checkpoint.labels import get_table
 
     return ModelCard(architecture=args.architecture, hyperparameters=_hyperparameters(args.hp),
                      in_channels=args.in_channels,
@@ -72,8 +72,8 @@ def _hyperparameters(items: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.checkpoint import read_card
-    from lkseg.official_import import import_official
+    from lkseg.checkpoint.native import read_card
+    from lkseg.checkpoint.official import import_official
 
     if args.output.suffix.lower() != ".safetensors":
         raise LkSegError(f"output {args.output} must end in .safetensors")

@@ -32,7 +32,7 @@ def _parameter_count(card) -> int | None:
     from lkseg.errors import LkSegError
 
     try:
-        from lkseg.checkpoint import build_from_card
+        from lkseg.checkpoint.native import build_from_card
         from lkseg.models.registry import count_parameters
 
         with torch.device("meta"):
@@ -42,7 +42,7 @@ def _parameter_count(card) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.checkpoint import file_sha256, load_checkpoint, read_card, tensor_shapes
+    from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, tensor_shapes
 
     path: Path = args.checkpoint
     card = read_card(path)

@@ -40,7 +40,7 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     """Files stay; a DICOM folder is one input; another folder contributes its image files."""
     import SimpleITK as sitk
 
-    from lkseg.imageio import is_image_file
+    from lkseg.io.imageio import is_image_file
 
     out: list[Path] = []
     for path in inputs:
@@ -84,10 +84,10 @@ def output_paths(inputs: list[Path], out: Path, fmt: str) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg import export
-    from lkseg.imageio import read_image
-    from lkseg.inference import Segmenter
-    from lkseg.progress import TerminalProgress
+    from lkseg.io import export
+    from lkseg.io.imageio import read_image
+    from lkseg.inference.segmenter import Segmenter
+    from lkseg.utils.progress import TerminalProgress
 
     inputs = expand_inputs(args.inputs)
     if not inputs:

@@ -189,7 +189,7 @@ class MainWindow(QMainWindow):
         return ok
 
     def open_image(self, path: str | Path) -> bool:
-        from lkseg.imageio import read_image
+        from lkseg.io.imageio import read_image
 
         try:
             image = read_image(path)
@@ -205,7 +205,7 @@ class MainWindow(QMainWindow):
         return True
 
     def open_labels(self, path: str | Path) -> bool:
-        from lkseg.imageio import read_image
+        from lkseg.io.imageio import read_image
 
         try:
             lab = read_image(path)
@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
         return True
 
     def open_sample(self) -> None:
-        from lkseg.resources import sample_ct
+        from lkseg.app.resources import sample_ct
 
         path = sample_ct()
         if path is None:

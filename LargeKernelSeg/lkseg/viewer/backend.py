@@ -1,6 +1,6 @@
 """The viewer's link to the core: which segmentation client to use, and the recent-checkpoint list.
 
-Segmentation goes through :class:`lkseg.worker_client.WorkerClient` (a separate process, so a
+Segmentation goes through :class:`lkseg.service.client.WorkerClient` (a separate process, so a
 crash never takes the window down). If this installation has no worker module, an in-process
 client with the same ``segment`` signature runs :class:`lkseg.inference.Segmenter` instead; the
 viewer calls it from a QThread either way.
@@ -14,8 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from lkseg.image import Image
-from lkseg.settings import UserSettings
+from lkseg.io.image import Image
+from lkseg.app.settings import UserSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class InProcessClient:
 
     def segment(self, image: Image, checkpoint: str | os.PathLike, progress: Callable[[float, str], None] | None = None,
                 cancel_event: threading.Event | None = None, **options: Any) -> Any:
-        from lkseg.inference import Segmenter
+        from lkseg.inference.segmenter import Segmenter
 
         path = str(Path(checkpoint).resolve())
         if self._segmenter is None or self._path != path:
@@ -51,7 +51,7 @@ class InProcessClient:
 
 def make_client(device: str = "auto") -> Any:
     """A ``WorkerClient`` from the core when available, else :class:`InProcessClient`."""
-    for module in ("lkseg.worker_client", "lkseg.worker"):
+    for module in ("lkseg.service.client", "lkseg.service.worker"):
         try:
             mod = __import__(module, fromlist=["WorkerClient"])
             return mod.WorkerClient(device=device)
@@ -77,7 +77,7 @@ def remember_checkpoint(path: str | os.PathLike) -> None:
 def default_checkpoint() -> Path | None:
     """The bundled default model (Resources/Models/default_model.safetensors), if installed."""
     try:
-        from lkseg.resources import default_model
+        from lkseg.app.resources import default_model
     except ImportError:
         return None
     return default_model()

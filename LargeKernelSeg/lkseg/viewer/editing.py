@@ -1,6 +1,6 @@
 """The label-editing model behind the viewer's brush, eraser and fill tools (pure numpy).
 
-A :class:`LabelEditor` owns a label array indexed ``[k, j, i]`` (like :class:`lkseg.image.Image`)
+A :class:`LabelEditor` owns a label array indexed ``[k, j, i]`` (like :class:`lkseg.io.image.Image`)
 and changes it only through its tools. Every change is recorded as the flat indices of the
 voxels it touched with their old and new values, so undo/redo costs memory proportional to the
 edit, not to the volume. A brush stroke (press, drags, release) is one undo step.

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 class ExportPanel(QGroupBox):
-    """Dataset folder + "Add case"; "Save labels…" by file suffix through :mod:`lkseg.export`."""
+    """Dataset folder + "Add case"; "Save labels…" by file suffix through :mod:`lkseg.io.export`."""
 
     exported = pyqtSignal(str)
 
@@ -65,7 +65,7 @@ class ExportPanel(QGroupBox):
 
     def export_to_dataset(self, root: str | Path | None = None) -> str:
         """Add image + current labels as a case of the dataset at ``root`` (created if needed); returns the case id."""
-        from lkseg.dataset import LocalDataset
+        from lkseg.dataset.local import LocalDataset
 
         self._check()
         root = Path(root or self.dataset_edit.text()).expanduser()
@@ -80,7 +80,7 @@ class ExportPanel(QGroupBox):
 
     def save_labels(self, path: str | Path) -> Path:
         """Write the current labels to ``path`` (.nii/.nii.gz, .seg.nrrd, .nrrd, .mha)."""
-        from lkseg.export import write_labels
+        from lkseg.io.export import write_labels
 
         self._check()
         out = write_labels(self.state.labels_image(), self.state.table, path)

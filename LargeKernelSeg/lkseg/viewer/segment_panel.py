@@ -133,7 +133,7 @@ class SegmentPanel(QGroupBox):
         if ckpt is None:
             return
         try:
-            from lkseg.checkpoint import read_card
+            from lkseg.checkpoint.native import read_card
 
             card = read_card(ckpt)
         except Exception as exc:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PyQt5.QtCore import QObject, pyqtSignal
 
-from lkseg.image import Image
+from lkseg.io.image import Image
 from lkseg.viewer.editing import LabelEditor
 
 log = logging.getLogger(__name__)

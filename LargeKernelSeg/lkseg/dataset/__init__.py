@@ -1,0 +1,11 @@
+"""The user's local dataset of corrected cases, in the Medical Segmentation Decathlon / nnU-Net
+layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``): :mod:`.local` holds
+:class:`LocalDataset`, :mod:`.files` the file-level helpers (history, lock, headers).
+
+Stable entry points: ``lkseg.dataset.LocalDataset``, ``load_label_table``.
+"""
+
+from lkseg.dataset.files import DatasetError, read_header
+from lkseg.dataset.local import LocalDataset, load_label_table
+
+__all__ = ["DatasetError", "LocalDataset", "load_label_table", "read_header"]

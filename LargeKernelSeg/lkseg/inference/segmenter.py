@@ -1,0 +1,214 @@
+"""From a volume to organ labels on its exact voxels.
+
+:class:`Segmenter` holds a network and its model card. ``segment(image)`` preprocesses as the
+card says (:mod:`lkseg.preprocessing`), runs sliding-window inference with Gaussian blending
+(:mod:`lkseg.inference.sliding_window`; mixed precision and batched windows on CUDA, an out-of-memory
+ladder), resamples the class probabilities back onto the input grid by physical coordinates,
+takes the argmax and returns a :class:`SegmentationResult` whose label map has exactly the
+input's geometry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lkseg.errors import Cancelled, LkSegError
+from lkseg.inference.back_resampling import labels_on_source
+from lkseg.inference.sliding_window import SlidingWindow, is_oom
+from lkseg.io.image import Image
+from lkseg.preprocessing.pipeline import Preprocessed, preprocess
+from lkseg.utils.devices import autocast, resolve_device
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+#: overall progress fraction at the end of each stage
+_STAGES = {"preprocess": 0.05, "model": 0.90, "resample": 0.97, "postprocess": 1.0}
+
+
+@dataclass
+class SegmentationResult:
+    """A label map on the input's grid, its label table, timings (s) per stage and the device."""
+
+    labels: Image
+    table: Any  # lkseg.checkpoint.labels.LabelTable
+    timings: dict[str, float]
+    device: str
+    notes: list[str] = field(default_factory=list)  # fall-backs taken (out of memory, ...)
+
+
+class Segmenter:
+    """A network plus its model card, ready to segment volumes on one device.
+
+    ``memory_limit_bytes`` simulates a device with that much memory for the window batches and
+    stitching buffers (see :mod:`lkseg.inference.sliding_window`); ``mixed_precision`` enables autocast
+    on CUDA.
+    """
+
+    def __init__(self, model: torch.nn.Module, card: Any, device: str | torch.device = "auto",
+                 memory_limit_bytes: int | None = None, mixed_precision: bool = True) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.card = card
+        self.memory_limit_bytes = memory_limit_bytes
+        self.mixed_precision = mixed_precision
+        self.load_seconds = 0.0
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto", **options: Any) -> "Segmenter":
+        """Load a native checkpoint (:func:`lkseg.checkpoint.load_checkpoint`) onto ``device``."""
+        from lkseg.checkpoint.native import load_checkpoint
+
+        t0 = time.perf_counter()
+        target = resolve_device(device)
+        model, card = load_checkpoint(path, device="cpu")
+        seg = cls(model, card, target, **options)
+        seg.load_seconds = time.perf_counter() - t0
+        return seg
+
+    @property
+    def table(self) -> Any:
+        return self.card.labels
+
+    def segment(self, image: Image, progress: Progress | None = None, cancel: Any = None, tta: bool = False,
+                largest_component: bool = False, sw_batch_size: int | None = None) -> SegmentationResult:
+        """Segment ``image``; ``progress(fraction, stage)``; ``cancel.is_set()`` checked between window batches."""
+        if not isinstance(image, Image):
+            raise LkSegError(f"segment() needs an lkseg.io.image.Image, got {type(image).__name__}")
+        if int(getattr(self.card, "in_channels", 1)) != 1:
+            raise LkSegError(f"the checkpoint expects {self.card.in_channels} input channels; "
+                             "segment() takes a single-channel volume")
+        report = progress or (lambda f, s: None)
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        num_classes = int(self.card.out_channels)
+        settings = self.card.inference
+        t_all = time.perf_counter()
+        with torch.inference_mode():
+            report(0.0, "preprocess")
+            t0 = time.perf_counter()
+            prep = self._preprocess(image, notes)
+            timings["preprocess"] = time.perf_counter() - t0
+            report(_STAGES["preprocess"], "preprocess")
+
+            t0 = time.perf_counter()
+            window = SlidingWindow(
+                self._predictor(tta, num_classes, cancel), num_classes, tuple(settings.roi_size),
+                overlap=float(settings.overlap), blend=str(getattr(settings, "blend", "gaussian")),
+                batch_size=int(sw_batch_size or settings.sw_batch_size), device=self.device,
+                memory_limit_bytes=self.memory_limit_bytes, notes=notes)
+            lo, hi = _STAGES["preprocess"], _STAGES["model"]
+            probs = window.run(prep.tensor, progress=lambda f: report(lo + (hi - lo) * f, "model"), cancel=cancel)
+            del prep.tensor
+            self._sync()
+            timings["model"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            labels = self._back_to_source(probs, prep, num_classes, notes)
+            del probs
+            timings["resample"] = time.perf_counter() - t0
+            report(_STAGES["resample"], "resample")
+
+            t0 = time.perf_counter()
+            if largest_component:
+                from lkseg.inference.postprocessing import keep_largest_component
+
+                labels = keep_largest_component(labels)
+            timings["postprocess"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_all
+        report(1.0, "done")
+        return SegmentationResult(image.with_array(labels), self.table, timings, str(self.device), notes)
+
+    # -- stages ------------------------------------------------------------------------------
+    def _resample_device(self) -> torch.device:
+        # 3D grid_sample is not implemented on Apple MPS: resample on the CPU there
+        return torch.device("cpu") if self.device.type == "mps" else self.device
+
+    def _preprocess(self, image: Image, notes: list[str]) -> Preprocessed:
+        try:
+            prep = preprocess(image, self.card.preprocessing, self._resample_device())
+            prep.tensor = prep.tensor.to(self.device)
+            return prep
+        except Exception as exc:  # noqa: BLE001
+            if self.device.type == "cpu" or not is_oom(exc):
+                raise
+            self._empty_cache()
+            notes.append(f"out of memory while resampling on {self.device}: resampled on the CPU")
+            prep = preprocess(image, self.card.preprocessing, "cpu")
+            prep.tensor = prep.tensor.to(self.device)
+            return prep
+
+    def _back_to_source(self, probs: torch.Tensor, prep: Preprocessed, num_classes: int,
+                        notes: list[str]) -> np.ndarray:
+        probs = probs.to(self._resample_device())
+        try:
+            return labels_on_source(probs, prep.grid, prep.source, num_classes)
+        except Exception as exc:  # noqa: BLE001
+            if probs.device.type == "cpu" or not is_oom(exc):
+                raise
+            self._empty_cache()
+            notes.append(f"out of memory while resampling back on {probs.device}: done on the CPU")
+            return labels_on_source(probs.cpu(), prep.grid, prep.source, num_classes)
+
+    def _predictor(self, tta: bool, num_classes: int, cancel: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        flips: list[tuple[int, ...]] = [()] + ([(2,), (3,), (4,)] if tta else [])
+
+        def predict(batch: torch.Tensor) -> torch.Tensor:
+            total = None
+            for n, dims in enumerate(flips):
+                if n and cancel is not None and cancel.is_set():  # TTA passes are long: check between them too
+                    raise Cancelled()
+                inp = batch.flip(dims) if dims else batch
+                with autocast(self.device, self.mixed_precision):
+                    out = self.model(inp)
+                if isinstance(out, (list, tuple)):  # deep supervision: full resolution first
+                    out = out[0]
+                if out.shape[1] != num_classes:
+                    raise LkSegError(f"the network returned {out.shape[1]} channels but the model card "
+                                     f"lists {num_classes} classes; the checkpoint is inconsistent")
+                p = torch.softmax(out.float(), dim=1)
+                if dims:
+                    p = p.flip(dims)
+                total = p if total is None else total + p
+            return total / len(flips)
+
+        return predict
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def segment_file(input: str | Path, checkpoint: str | Path | Segmenter, output: str | Path | None = None,
+                 device: str = "auto", tta: bool = False, largest_component: bool = False,
+                 progress: Progress | None = None, cancel: Any = None) -> SegmentationResult:
+    """Read ``input``, segment it with ``checkpoint`` (a path or a ready :class:`Segmenter`) and
+    write the labels to ``output`` (format by suffix, see :func:`lkseg.io.export.write_labels`)."""
+    from lkseg.io.imageio import read_image
+
+    segmenter = checkpoint if isinstance(checkpoint, Segmenter) else Segmenter.from_checkpoint(checkpoint, device)
+    t0 = time.perf_counter()
+    image = read_image(input)
+    load = time.perf_counter() - t0
+    result = segmenter.segment(image, progress=progress, cancel=cancel, tta=tta, largest_component=largest_component)
+    result.timings["load"] = load
+    if output is not None:
+        from lkseg.io.export import write_labels
+
+        t0 = time.perf_counter()
+        write_labels(result.labels, result.table, output)
+        result.timings["write"] = time.perf_counter() - t0
+    return result

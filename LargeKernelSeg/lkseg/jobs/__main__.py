@@ -1,0 +1,7 @@
+"""``python -m lkseg.jobs run JOBDIR``: the job supervisor."""
+
+import sys
+
+from lkseg.jobs.supervisor import main
+
+sys.exit(main())

@@ -1,0 +1,48 @@
+"""Preprocessing as a model card says: orient, resample and normalise an image onto the network grid,
+recording what is needed to map predictions back (see :mod:`lkseg.preprocessing.spatial`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from lkseg.io.image import Image
+from lkseg.preprocessing.intensity import foreground_box, normalise_intensity
+from lkseg.preprocessing.spatial import Grid, crop_grid, network_grid, resample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Preprocessed:
+    """The network input and what is needed to map predictions back."""
+
+    tensor: torch.Tensor  # (1, 1, X, Y, Z) float32 (MONAI layout, X along R for "RAS"), on the device
+    grid: Grid  # the network grid (after any crop)
+    source: Grid  # the input grid
+
+
+def preprocess(image: Image, preprocessing: Any, device: torch.device | str = "cpu") -> Preprocessed:
+    """Orient, resample and normalise ``image`` as the card's ``Preprocessing`` says."""
+    device = torch.device(device)
+    source = Grid.of(image)
+    spacing = getattr(preprocessing, "spacing", None)
+    grid = network_grid(source, getattr(preprocessing, "orientation", "RAS"),
+                        tuple(spacing) if spacing is not None else None)
+    vol = torch.from_numpy(np.ascontiguousarray(image.array, dtype=np.float32))[None, None].to(device)
+    x = resample(vol, source, grid, mode="bilinear", padding="border")
+    del vol
+    intensity = getattr(preprocessing, "intensity", {"mode": "none"})
+    x = normalise_intensity(x, intensity)
+    if getattr(preprocessing, "crop_foreground", False):
+        threshold = float(intensity.get("b_min", 0.0)) if intensity.get("mode") == "window" else float(x.min())
+        box = foreground_box(x, threshold)
+        if box is not None:
+            x = x[:, :, box[0], box[1], box[2]].contiguous()
+            grid = crop_grid(grid, box)
+    log.debug("network grid %s spacing %s (input %s spacing %s)", grid.shape, grid.spacing, source.shape, source.spacing)
+    return Preprocessed(x, grid, source)

@@ -1,0 +1,297 @@
+"""Client of the segmentation worker (``python -m lkseg.service.worker``), for the Slicer module and the viewer.
+
+:class:`WorkerClient` starts the worker lazily, sends one request at a time as a JSON line
+(protocol: ``docs/worker_protocol.md``) and moves volumes through uncompressed ``.npz`` files in
+a private temporary folder. ``segment()`` blocks (GUIs call it from a thread) and calls
+``progress(fraction, stage)`` from the calling thread; ``cancel()`` may be called from any
+thread. If the worker dies (crash, out of memory, kill), the call raises :class:`WorkerError`
+with the tail of the worker's log and the next call starts a fresh worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lkseg.errors import Cancelled, LkSegError
+from lkseg.io.image import Image
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+_EOF = object()
+
+
+class WorkerError(LkSegError):
+    """The worker process failed (died, or an internal error); the next request starts a fresh one."""
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+class WorkerClient:
+    """A long-lived ``lkseg.service.worker`` process, started on first use (``device`` is the default device)."""
+
+    def __init__(self, device: str = "auto", python: str = sys.executable) -> None:
+        self.device = device
+        self.python = python
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="lkseg-worker-"))
+        self.log_path = self.tmpdir / "worker.log"
+        self.last_reply: dict | None = None  # the last "done" event (timings, loaded_model, ...)
+        self._proc: subprocess.Popen | None = None
+        self._lines: queue.Queue = queue.Queue()
+        self._write_lock = threading.Lock()
+        self._request_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._current: str | None = None
+        self._cancel_local = threading.Event()  # set by cancel() for the current request
+        self._closed = False
+
+    # -- process ------------------------------------------------------------------------------
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.alive else None
+
+    def start(self) -> None:
+        """Start the worker now (``segment`` does it when needed)."""
+        if self._closed:
+            raise WorkerError("this WorkerClient was closed; create a new one")
+        if self.alive:
+            return
+        self._reap()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "ab") as logfile:
+            self._proc = subprocess.Popen(
+                [self.python, "-m", "lkseg.service.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=logfile, env=env, text=True, encoding="utf-8", bufsize=1)
+        self._lines = queue.Queue()
+        threading.Thread(target=self._read, args=(self._proc, self._lines), name="lkseg-worker-reader",
+                         daemon=True).start()
+        log.info("started lkseg worker %d (log %s)", self._proc.pid, self.log_path)
+
+    @staticmethod
+    def _read(proc: subprocess.Popen, lines: queue.Queue) -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            try:
+                lines.put(json.loads(raw))
+            except ValueError:
+                log.warning("lkseg worker: unexpected output %r", raw[:200])
+        lines.put(_EOF)
+
+    def _send(self, message: dict) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise WorkerError("the worker is not running")
+        with self._write_lock:
+            try:
+                proc.stdin.write(json.dumps(message) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError) as exc:
+                raise WorkerError(self._died_message(f"could not send to the worker ({exc})")) from None
+
+    def _died_message(self, what: str) -> str:
+        code = None
+        if self._proc is not None:
+            try:
+                code = self._proc.wait(timeout=2)  # stdout closed: the process is (nearly) gone
+            except subprocess.TimeoutExpired:
+                pass
+        how = "" if code is None else (f" (killed by signal {-code}, exit code {code})" if code < 0
+                                       else f" (exit code {code})")
+        tail = log_tail(self.log_path)
+        return (f"{what}{how}; the next request starts a fresh worker. Worker log {self.log_path}"
+                + (f":\n{tail}" if tail else ""))
+
+    def _next_message(self, timeout: float, if_dead: str) -> dict | None:
+        """The worker's next event, None after ``timeout`` s of silence; a worker whose output
+        ended is reaped and reported as :class:`WorkerError` saying ``if_dead``."""
+        try:
+            msg = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if msg is _EOF:
+            message = self._died_message(if_dead)
+            self._reap()
+            raise WorkerError(message)
+        return msg
+
+    def _reap(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            log.warning("lkseg worker %d did not exit", proc.pid)
+
+    # -- requests -----------------------------------------------------------------------------
+    def ping(self, timeout: float = 30.0) -> dict:
+        """Start the worker if needed and wait for its ``pong`` (pid, loaded checkpoint)."""
+        with self._request_lock:
+            self.start()
+            self._send({"cmd": "ping", "id": "ping"})
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = self._next_message(0.2, "the worker stopped")
+                if msg is None:
+                    continue
+                if msg.get("event") == "pong":
+                    return msg
+            raise WorkerError(f"the worker did not answer a ping within {timeout:g} s")
+
+    def segment(self, image: Image, checkpoint: str | os.PathLike, progress: Progress | None = None,
+                cancel_event: Any = None, **options: Any) -> Any:
+        """Segment ``image`` with ``checkpoint`` in the worker -> :class:`lkseg.inference.SegmentationResult`.
+
+        ``options``: ``device`` (default: the client's), ``tta``, ``largest_component``.
+        Raises :class:`~lkseg.errors.Cancelled` when cancelled (``cancel()`` or ``cancel_event``),
+        :class:`WorkerError` when the worker died, :class:`~lkseg.errors.LkSegError` for a user error.
+        """
+        from lkseg.checkpoint.labels import LabelTable
+        from lkseg.inference.segmenter import SegmentationResult
+        from lkseg.service.wire import read_npz, write_npz
+
+        if not isinstance(image, Image):
+            raise LkSegError(f"WorkerClient.segment() needs an lkseg.io.image.Image, got {type(image).__name__}")
+        options = {"device": options.pop("device", self.device), **options}
+        with self._request_lock:
+            self.start()
+            rid = f"r{next(self._ids)}"
+            self._cancel_local = threading.Event()
+            src, dst = self.tmpdir / f"{rid}-input.npz", self.tmpdir / f"{rid}-labels.npz"
+            t0 = time.perf_counter()
+            try:
+                write_npz(image, src)
+                send_s = time.perf_counter() - t0
+                self._current = rid
+                self._send({"id": rid, "cmd": "segment", "checkpoint": str(Path(checkpoint).expanduser().resolve()),
+                            "input": str(src), "output": str(dst), "options": options})
+                reply = self._wait(rid, progress, cancel_event)
+                t1 = time.perf_counter()
+                labels = read_npz(dst)
+                timings = dict(reply.get("timings") or {})
+                timings["transfer"] = send_s + (time.perf_counter() - t1)
+                table = LabelTable.from_list(reply.get("labels") or [], name=reply.get("table_name", ""),
+                                             source=f"worker reply for {checkpoint}")
+                self.last_reply = reply
+                return SegmentationResult(labels, table, timings, str(reply.get("device", "")),
+                                          list(reply.get("notes") or []))
+            finally:
+                self._current = None
+                for path in (src, dst):
+                    path.unlink(missing_ok=True)
+
+    def _wait(self, rid: str, progress: Progress | None, cancel_event: Any) -> dict:
+        cancel_sent = False
+        while True:
+            wanted = self._cancel_local.is_set() or (cancel_event is not None and cancel_event.is_set())
+            if wanted and not cancel_sent:  # also covers a cancel() that came before the request was sent
+                self._send({"cmd": "cancel", "id": rid})
+                cancel_sent = True
+            msg = self._next_message(0.1, "the segmentation worker died during the request")
+            if msg is None:
+                continue
+            if msg.get("id") != rid:
+                log.debug("lkseg worker: ignoring %s", msg)
+                continue
+            event = msg.get("event")
+            if event == "progress":
+                if progress is not None:
+                    progress(float(msg.get("fraction", 0.0)), str(msg.get("stage", "")))
+            elif event == "done":
+                return msg
+            elif event == "cancelled":
+                raise Cancelled()
+            elif event == "error":
+                text = str(msg.get("message", "unknown error"))
+                if msg.get("kind") == "user":
+                    raise LkSegError(text)
+                raise WorkerError(f"the segmentation worker failed: {text} (log: {self.log_path})")
+
+    def cancel(self) -> None:
+        """Cancel the running request (thread-safe; does nothing when idle)."""
+        self._cancel_local.set()
+        rid = self._current
+        if rid is not None and self.alive:
+            try:
+                self._send({"cmd": "cancel", "id": rid})
+            except WorkerError:
+                pass
+
+    def segment_async(self, image: Image, checkpoint: str | os.PathLike, on_done: Callable[[Any], None],
+                      on_error: Callable[[BaseException], None], progress: Progress | None = None,
+                      **options: Any) -> threading.Thread:
+        """Run :meth:`segment` in a daemon thread; ``on_done(result)`` or ``on_error(exc)`` from that thread."""
+        def run() -> None:
+            try:
+                result = self.segment(image, checkpoint, progress=progress, **options)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                on_error(exc)
+            else:
+                on_done(result)
+
+        thread = threading.Thread(target=run, name="lkseg-segment", daemon=True)
+        thread.start()
+        return thread
+
+    def close(self) -> None:
+        """Ask the worker to exit (killed after 5 s) and remove the temporary folder."""
+        if self._closed:
+            return
+        self.cancel()
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            try:
+                with self._write_lock:
+                    assert proc.stdin is not None
+                    proc.stdin.write(json.dumps({"cmd": "shutdown"}) + "\n")
+                    proc.stdin.flush()
+                proc.wait(timeout=5)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
+        self._reap()
+        self._closed = True
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def __enter__(self) -> "WorkerClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
