@@ -2,7 +2,9 @@
 
 Every constructor takes ``in_channels`` and ``out_channels`` plus its own keyword
 hyper-parameters. ``paper_config`` holds the hyper-parameters of the published model (without
-the channel counts); :func:`build_model` merges user overrides on top of it.
+the channel counts); :func:`build_model` merges user overrides on top of it. Importing this module
+imports the package :mod:`lkseg.models` first, which imports every architecture module, so the
+built-in networks are registered before any lookup.
 """
 
 from __future__ import annotations
@@ -49,7 +51,6 @@ class UnknownModelError(KeyError):
 
 
 def get_spec(name: str) -> ModelSpec:
-    _load_builtin()
     try:
         return MODELS[name]
     except KeyError:
@@ -65,14 +66,8 @@ def build_model(name: str, in_channels: int = 1, out_channels: int = 14, **overr
 
 
 def list_models(include_hidden: bool = False) -> list[ModelSpec]:
-    _load_builtin()
     return [s for s in MODELS.values() if include_hidden or not s.hidden]
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def _load_builtin() -> None:
-    # Importing the package registers every built-in architecture.
-    import lkseg.models  # noqa: F401

@@ -17,7 +17,7 @@ from lkseg.cli import main
 from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "totalsegmentator-example"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalsegmentator-example"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data/totalsegmentator-example")
 CT = DATA / "example_ct_sm.nii.gz"

@@ -316,7 +316,7 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
     assert [r["step"] for r in read_progress(out) if "event" not in r] == [1, 2, 3]  # rank 0 alone writes
 
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "default_model.safetensors"
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "default_model.safetensors"
 
 
 @pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no bundled default model")

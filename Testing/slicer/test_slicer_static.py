@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "LargeKernelSeg"
 MODULE_PY = MODULE_DIR / "LargeKernelSeg.py"
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "LargeKernelSeg.ui"
