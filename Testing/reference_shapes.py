@@ -1,4 +1,4 @@
-"""Reads ../shared/reference/*_state_dict.tsv: facts about the official implementations.
+"""Reads Testing/Data/reference/*_state_dict.tsv: facts about the official implementations.
 
 Each file: header lines starting with '#' ('# source: ...' names the official constructor call,
 '# parameters: N', optional '# note: ...'), then one 'key<TAB>shape' line per state-dict entry
@@ -9,22 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parents[1]
-
-
-def reference_dir() -> Path | None:
-    for candidate in (_REPO.parent / "shared" / "reference", _REPO / "shared" / "reference"):
-        if candidate.is_dir():
-            return candidate
-    return None
+REFERENCE = Path(__file__).resolve().parent / "Data" / "reference"
 
 
 def load_reference(name: str) -> tuple[int, dict[str, tuple[int, ...]], str]:
     """(parameter count, {key: shape}, header text) of ``<name>_state_dict.tsv`` (or ``name``)."""
-    root = reference_dir()
-    if root is None:
-        raise FileNotFoundError("shared/reference is not beside the repository")
-    path = root / (name if name.endswith(".tsv") else f"{name}_state_dict.tsv")
+    path = REFERENCE / (name if name.endswith(".tsv") else f"{name}_state_dict.tsv")
     params = -1
     shapes: dict[str, tuple[int, ...]] = {}
     header = []

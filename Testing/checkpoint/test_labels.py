@@ -101,5 +101,9 @@ def test_direct_construction_is_validated_and_same_as_ignores_colours():
     assert b.by_value(2).color == (255, 0, 0)
     assert a.same_as(b) and b.same_as(a)
     assert not a.same_as(FLARE21)
+    swapped = LabelTable([Label(1, "spleen", (1, 2, 3)), Label(2, "liver", (4, 5, 6))])
+    renamed = LabelTable([Label(1, "liver", (1, 2, 3)), Label(2, "pancreas", (4, 5, 6))])
+    assert not a.same_as(swapped) and not a.same_as(renamed)  # same values, other organs
+    assert not a.same_as(LabelTable([Label(1, "liver", (1, 2, 3))]))  # an organ fewer
     sparse = LabelTable([Label(3, "kidney", (1, 1, 1)), Label(7, "pancreas", (2, 2, 2))])
     assert sparse.num_classes == 8

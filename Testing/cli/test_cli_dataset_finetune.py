@@ -1,4 +1,4 @@
-"""``lkseg dataset`` and ``lkseg finetune`` on the real TotalSegmentator example CT."""
+"""``lkseg dataset`` and ``lkseg finetune`` on the real TotalSegmentator example CT (the bundled sample CT)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ from lkseg.cli import main
 from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "totalsegmentator-example"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/totalsegmentator-example")
-CT = DATA / "example_ct_sm.nii.gz"
-SEG = DATA / "example_seg.nii.gz"
-pytestmark = pytest.mark.skipif(not CT.is_file(), reason="TotalSegmentator example data not available")
+from conftest import DATA, SAMPLE_CT
+
+CT = SAMPLE_CT
+SEG = DATA / "totalsegmentator" / "example_seg.nii.gz"  # model-made labels (TotalSegmentator), not ground truth
 
 #: TotalSegmentator value -> our value: liver (5) -> 1, spleen (1) -> 2
 TABLE = LabelTable([Label(1, "liver", (221, 130, 101), ANATOMICAL_STRUCTURE, None),
@@ -129,7 +127,7 @@ def test_finetune_from_scratch_and_option_errors(files, capsys):
 
 
 def test_finetune_background_job(files):
-    jobs = pytest.importorskip("lkseg.jobs")
+    from lkseg import jobs
     ds, job = files["root"] / "ds", files["root"] / "bgjob"
     main(["dataset", "add", str(CT), str(files["labels"]), "--dataset", str(ds), "--labels", str(files["table"])])
     assert main(["finetune", "--checkpoint", str(files["ckpt"]), "--dataset", str(ds), "--out", str(job),

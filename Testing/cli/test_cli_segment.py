@@ -59,19 +59,34 @@ def test_single_file_to_file_with_overlay_then_evaluate(tmp_path: Path, threshol
     assert proc.returncode == 0, proc.stderr
     assert dst.is_file() and (tmp_path / "result" / "labels_overlay.png").is_file()
 
-    # reference: the truth with organ2 wiped out -> organ1 Dice < 1, organ2 Dice 0
-    ref_arr = image.array.astype(np.uint8)
-    ref_arr[ref_arr == 2] = 0
-    ref = write_image(image.with_array(ref_arr), tmp_path / "ref.nii.gz")
+    # the segmentation: only true voxels of each organ survive the largest-component clean-up, the slab stays
+    truth = image.array.astype(np.uint8)
     pred = read_image(dst).array
-    expected1 = 2 * ((pred == 1) & (ref_arr == 1)).sum() / ((pred == 1).sum() + (ref_arr == 1).sum())
+    for v in (1, 2):
+        assert ((pred == v) <= (truth == v)).all()
+    assert (pred[:4] == 1).all()
+
+    # evaluate on hand-made files: organ1 has 4*5*6 = 120 voxels in the prediction, 4*5*9 = 180 in the
+    # reference, 4*5*6 = 120 shared -> Dice 2*120/300 = 0.8; organ2 is predicted where the reference has none
+    hand_pred, hand_ref = np.zeros((10, 12, 14), np.uint8), np.zeros((10, 12, 14), np.uint8)
+    hand_pred[1:5, 2:7, 3:9] = 1
+    hand_ref[1:5, 2:7, 3:12] = 1
+    hand_pred[7:9, 8:10, 8:10] = 2
+    grid = Image(np.zeros((10, 12, 14), np.float32), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    pred_file = write_image(grid.with_array(hand_pred), tmp_path / "hand_pred.nii.gz")
+    ref = write_image(grid.with_array(hand_ref), tmp_path / "hand_ref.nii.gz")
     report = tmp_path / "dice.json"
-    assert main(["evaluate", str(dst), "--reference", str(ref), "--labels", str(threshold_checkpoint),
+    assert main(["evaluate", str(pred_file), "--reference", str(ref), "--labels", str(threshold_checkpoint),
                  "--json", str(report)]) == 0
     assert "organ1" in capsys.readouterr().out
     data = json.loads(report.read_text())
-    assert data["organs"]["1"]["dice"] == pytest.approx(expected1)
+    assert data["organs"]["1"]["dice"] == pytest.approx(0.8)
     assert data["organs"]["2"]["dice"] == 0.0
+
+    # reference: the truth with organ2 wiped out
+    ref_arr = truth.copy()
+    ref_arr[ref_arr == 2] = 0
+    ref = write_image(image.with_array(ref_arr), tmp_path / "ref.nii.gz")
 
     # the same through -m: segment the image, then compare
     # (no largest-component clean-up here, so organ1 matches the reference exactly)

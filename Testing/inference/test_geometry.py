@@ -9,11 +9,11 @@ input's, and the returned labels must match the drawing on the input's own grid.
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import SAMPLE_CT
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image
 from lkseg.inference.segmenter import Segmenter
@@ -101,9 +101,9 @@ def test_axis_permutations_and_flips_are_exact(perm, threshold_card) -> None:
     np.testing.assert_array_equal(labels.array, arr.astype(np.uint8))
 
 
-def test_real_ct_keeps_its_geometry(shared_data: Path, threshold_card) -> None:
+def test_real_ct_keeps_its_geometry(threshold_card) -> None:
     """Real CT (LPS-flipped NIfTI) with HU bands: exact at its own spacing, close when resampled."""
-    image = read_image(shared_data / "example_ct_sm.nii.gz")
+    image = read_image(SAMPLE_CT)
     # soft tissue (-100..299 HU) and bone/contrast (>= 300 HU); thresholds sit between integer HU
     # (-100.5 and 299.5 HU after the -1000..1000 -> 0..2 window) so float rounding cannot decide
     intensity = {"mode": "window", "a_min": -1000, "a_max": 1000, "b_min": 0.0, "b_max": 2.0, "clip": True}
@@ -127,7 +127,7 @@ def test_real_ct_keeps_its_geometry(shared_data: Path, threshold_card) -> None:
             assert dice(np.roll(labels.array, step, axis=axis) == 1, truth == 1) < score - 0.01
 
 
-def test_network_tensor_has_monai_layout(shared_data: Path, threshold_card) -> None:
+def test_network_tensor_has_monai_layout(threshold_card) -> None:
     """At the input's spacing our network tensor equals MONAI's LoadImage + Orientation("RAS")
     tensor voxel for voxel, so weights trained with MONAI pipelines see the same axes."""
     import torch
@@ -135,7 +135,7 @@ def test_network_tensor_has_monai_layout(shared_data: Path, threshold_card) -> N
 
     from lkseg.preprocessing.pipeline import preprocess
 
-    path = shared_data / "example_ct_sm.nii.gz"
+    path = SAMPLE_CT
     _, card = threshold_card(spacing=None)
     ours = preprocess(read_image(path), card.preprocessing).tensor[0]
     theirs = Orientation(axcodes="RAS")(EnsureChannelFirst()(LoadImage(image_only=True)(str(path))))

@@ -134,6 +134,25 @@ def test_crop_foreground_and_constant_blend_give_same_labels(threshold_card, ref
     np.testing.assert_array_equal(result.labels.array, expected.labels.array)
 
 
+def test_voxels_outside_the_cropped_network_grid_are_background(threshold_card) -> None:
+    """A network that calls background intensity "organ1": inside the foreground crop it does, but
+    input voxels beyond the crop (more than its margin away) were never seen and stay background."""
+    image = ball_image(40)
+    model, card = threshold_card(thresholds=(-0.5, 0.5), roi=(16, 16, 16), crop_foreground=True,
+                                 intensity={"mode": "window", "a_min": 0, "a_max": 4, "b_min": 0, "b_max": 4,
+                                            "clip": True})
+    labels = Segmenter(model, card, device="cpu").segment(image).labels.array
+    fg = np.argwhere(image.array > 0)
+    lo, hi = fg.min(axis=0), fg.max(axis=0)
+    k, j, i = np.meshgrid(*[np.arange(s) for s in image.array.shape], indexing="ij")
+    idx = np.stack([k, j, i], axis=-1)
+    outside = ((idx < lo - 3) | (idx > hi + 3)).any(axis=-1)
+    inside_box_background = (image.array == 0) & ((idx >= lo) & (idx <= hi)).all(axis=-1)
+    assert outside.sum() > 1000 and inside_box_background.sum() > 1000
+    assert (labels[outside] == 0).all()
+    assert (labels[inside_box_background] == 1).all()  # what the network really says where it looked
+
+
 def test_from_checkpoint_and_segment_file(tmp_path: Path, threshold_checkpoint: Path) -> None:
     image = ball_image()
     src = write_image(image, tmp_path / "ct.nrrd")

@@ -27,7 +27,8 @@ def labelled(dtype=np.uint8) -> Image:
 
 
 def test_seg_nrrd_read_back_with_pynrrd_and_simpleitk(tmp_path: Path) -> None:
-    nrrd = pytest.importorskip("nrrd")
+    import nrrd
+
     image = labelled()
     path = write_labels(image, BTCV, tmp_path / "labels.seg.nrrd")
     data, header = nrrd.read(str(path))
@@ -38,8 +39,17 @@ def test_seg_nrrd_read_back_with_pynrrd_and_simpleitk(tmp_path: Path) -> None:
     np.testing.assert_allclose(header["space origin"], image.origin)
     segments = {}
     for n in range(len(BTCV)):
-        segments[int(header[f"Segment{n}_LabelValue"])] = n
+        value = int(header[f"Segment{n}_LabelValue"])
+        segments[value] = n
+        # each segment's name, colour and label value belong to one organ of the table
+        assert header[f"Segment{n}_Name"] == BTCV.by_value(value).name
+        colour = [float(c) for c in header[f"Segment{n}_Color"].split()]
+        np.testing.assert_allclose(colour, np.array(BTCV.by_value(value).color) / 255.0, atol=1e-6)
     assert sorted(segments) == BTCV.values
+    # the voxels Slicer reads as segment "spleen" are exactly the spleen voxels written
+    spleen = BTCV.by_name("spleen")
+    assert int(header[f"Segment{segments[spleen.value]}_LabelValue"]) == spleen.value
+    np.testing.assert_array_equal(data.transpose(2, 1, 0) == spleen.value, image.array == 1)
     liver = BTCV.by_name("liver")
     n = segments[liver.value]
     assert header[f"Segment{n}_Name"] == "liver"

@@ -54,8 +54,8 @@ def test_write_is_atomic_over_existing_file(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["v.nrrd"]
 
 
-def test_dicom_series_folder(shared_data: Path) -> None:
-    img = read_image(shared_data / "example_ct_dicom")
+def test_dicom_series_folder(example_data: Path) -> None:
+    img = read_image(example_data / "example_ct_dicom")
     assert img.size_ijk == (512, 512, 20)
     assert np.allclose(img.spacing, (0.977, 0.977, 2.0), atol=2e-3)
     assert img.array.min() < -500  # Hounsfield units after rescale slope/intercept
@@ -95,12 +95,12 @@ def test_2d_and_4d_are_refused(tmp_path: Path) -> None:
         read_image(tmp_path / "series.nii.gz")
 
 
-def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, shared_data: Path) -> None:
+def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, example_data: Path) -> None:
     import shutil
 
     folder = tmp_path / "mixed"
     folder.mkdir()
-    for f in sorted((shared_data / "example_ct_dicom").iterdir()):
+    for f in sorted((example_data / "example_ct_dicom").iterdir()):
         shutil.copy(f, folder / f.name)
     # a second, 3-slice series (its own SeriesInstanceUID) in the same folder
     small = sitk.GetImageFromArray(np.full((3, 8, 8), 7, np.int16))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_shapes import load_reference, reference_dir
+from reference_shapes import load_reference
 
 from lkseg.errors import LkSegError
 from lkseg.models.mednext import (MedNeXt, lkseg_to_monai, monai_to_lkseg, official_to_lkseg,
@@ -17,8 +17,6 @@ CONFIGS = [(size, k, ds) for size in "sbml" for k in (3, 5) for ds in (False, Tr
 
 def _reference(name: str) -> tuple[int, dict[str, tuple[int, ...]]]:
     """(parameter count, {key: shape}) from ``<name>_state_dict.tsv``."""
-    if reference_dir() is None:
-        pytest.skip("shared/reference (official state-dict shapes) is not beside the repository")
     params, shapes, _header = load_reference(name)
     return params, shapes
 

@@ -11,10 +11,9 @@ import torch.nn.functional as F
 
 from lkseg.models import build_model, count_parameters
 from lkseg.models.repuxnet import RepUXBlock, RepUXNet, bayesian_frequency_matrix
-from reference_shapes import load_reference, reference_dir
+from reference_shapes import load_reference
 
 
-@pytest.mark.skipif(reference_dir() is None, reason="../shared/reference is not available")
 @pytest.mark.parametrize("name,out", [("repuxnet", 14), ("repuxnet_k21_out16", 16)])
 def test_repuxnet_matches_official_state_dict(name: str, out: int) -> None:
     params, shapes, header = load_reference(name)

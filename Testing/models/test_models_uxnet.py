@@ -9,9 +9,8 @@ from lkseg.models import build_model, count_parameters, get_spec, list_models
 from lkseg.errors import LkSegError
 from lkseg.models.blocks import InputSizeError
 from lkseg.models.uxnet import UXNet
-from reference_shapes import load_reference, reference_dir
+from reference_shapes import load_reference
 
-pytestmark = pytest.mark.skipif(reference_dir() is None, reason="../shared/reference is not available")
 
 
 @pytest.mark.parametrize("name,out", [("uxnet3d", 14), ("uxnet3d_out5", 5), ("uxnet3d_out16", 16)])

@@ -110,6 +110,22 @@ def test_worker_caches_model_cancels_and_recovers(fast_checkpoint: Path, slow_ch
     assert not client.alive
 
 
+@pytest.mark.timeout(120)
+def test_worker_reloads_a_checkpoint_rewritten_at_the_same_path(tmp_path: Path, threshold_card) -> None:
+    """Fine-tuning writes best.safetensors again under the same name: the next request must use the new weights."""
+    image, expected = _volume(24)
+    path = tmp_path / "best.safetensors"
+    model, card = threshold_card(roi=(16, 16, 16))
+    save_checkpoint(path, model.state_dict(), card)
+    with WorkerClient(device="cpu") as client:
+        np.testing.assert_array_equal(client.segment(image, path).labels.array, expected)
+        model, card = threshold_card(thresholds=(1.5, 2.5), roi=(16, 16, 16))  # organ1 is now the bright box
+        save_checkpoint(path, model.state_dict(), card)
+        again = client.segment(image, path)
+        assert client.last_reply["loaded_model"] is True
+        np.testing.assert_array_equal(again.labels.array, (expected == 2).astype(np.int64))
+
+
 @pytest.mark.timeout(60)
 def test_worker_reports_user_errors_and_keeps_serving(tmp_path: Path, fast_checkpoint: Path) -> None:
     image, expected = _volume(20)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("vtkmodules")
 from vtkmodules.vtkCommonDataModel import vtkImageData  # noqa: E402
 from vtkmodules.vtkCommonMath import vtkMatrix4x4  # noqa: E402
 
@@ -72,7 +71,7 @@ def test_label_maps_keep_large_values_and_reject_bad_ones():
 
 
 def test_segment_specs_carry_names_colours_and_snomed_codes():
-    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.checkpoint import labels
     table = labels.LabelTable([
         labels.Label(1, "spleen", (157, 108, 162), labels.Code("SCT", "123037004", "Anatomical Structure"),
                      labels.Code("SCT", "78961009", "Spleen")),
@@ -103,7 +102,7 @@ def test_segment_specs_carry_names_colours_and_snomed_codes():
 
 
 def test_segment_specs_from_a_builtin_card_table():
-    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.checkpoint import labels
     table = labels.get_table("BTCV")
     specs = glue.segment_specs(table)
     assert len(specs) == 13
@@ -233,8 +232,8 @@ def test_job_view_reads_progress_and_status(tmp_path):
 
 
 def test_card_summary_when_cards_exist():
-    card_mod = pytest.importorskip("lkseg.checkpoint.card")
-    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.checkpoint import card as card_mod
+    from lkseg.checkpoint import labels
     card = card_mod.ModelCard(architecture="uxnet", hyperparameters={}, in_channels=1,
                               labels=labels.get_table("FLARE21"), preprocessing=card_mod.Preprocessing(spacing=(1.5, 1.5, 2.0)),
                               inference=card_mod.InferenceSettings(), provenance=card_mod.Provenance(
@@ -249,8 +248,8 @@ def test_card_summary_when_cards_exist():
 
 
 def test_terminology_matches_the_seg_nrrd_writer_and_keeps_laterality():
-    labels = pytest.importorskip("lkseg.checkpoint.labels")
-    export = pytest.importorskip("lkseg.io.export")
+    from lkseg.checkpoint import labels
+    from lkseg.io import export
     table = labels.get_table("BTCV")
     with_modifier = [lab for lab in table.labels if getattr(lab, "modifier", None) is not None]
     assert with_modifier, "BTCV has left/right kidneys and adrenal glands"

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("vtkmodules")
 
 MODULE_DIR = Path(__file__).resolve().parents[2] / "LargeKernelSeg"
 sys.path.insert(0, str(MODULE_DIR))
@@ -81,7 +80,7 @@ def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_c
 
 def test_corrected_masks_go_into_a_local_dataset(tmp_path):
     """Export: per-segment masks (as arrayFromSegmentBinaryLabelmap returns them) -> label map -> dataset case."""
-    labels_mod = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg.checkpoint import labels as labels_mod
     from lkseg.dataset.local import LocalDataset
 
     table = labels_mod.get_table("FLARE21")
@@ -153,7 +152,7 @@ def test_background_task_drives_the_real_worker_process(threshold_checkpoint, mo
     import os
     import time
 
-    worker_client = pytest.importorskip("lkseg.service.client")
+    from lkseg.service import client as worker_client
     # as inside Slicer: the child finds lkseg through PYTHONPATH set by the module's logic
     monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
     m = _oblique_flipped_ijk_to_ras()
@@ -190,8 +189,8 @@ def test_fine_tune_job_started_like_the_panel_reports_its_failure(tmp_path, thre
     import os
     import time
 
-    jobs = pytest.importorskip("lkseg.jobs")
-    labels = pytest.importorskip("lkseg.checkpoint.labels")
+    from lkseg import jobs
+    from lkseg.checkpoint import labels
     from lkseg.checkpoint.native import read_card
     from lkseg.dataset.local import LocalDataset
 

@@ -190,15 +190,6 @@ def test_dataset_labels_the_model_lacks_are_refused(tmp_path):
         train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=1, device="cpu"))
 
 
-def _has(name: str) -> bool:
-    try:
-        get_spec(name)
-        return True
-    except KeyError:
-        return False
-
-
-@pytest.mark.skipif(not _has("uxnet"), reason="uxnet not registered")
 def test_uxnet_from_scratch_single_case(tmp_path):
     ds = make_dataset(tmp_path / "ds", n=1, shape=(24, 28, 30))
     best = train(TrainConfig(dataset=ds.root, out=tmp_path / "job", architecture="uxnet", model_config="small",
@@ -211,7 +202,6 @@ def test_uxnet_from_scratch_single_case(tmp_path):
     assert card.hyperparameters == json.loads(json.dumps(expected))  # JSON turns tuples into lists
 
 
-@pytest.mark.skipif(not _has("repuxnet"), reason="repuxnet not registered")
 def test_repuxnet_trains_reparameterized_and_unfolds_deploy_checkpoints(tmp_path):
     ds = make_dataset(tmp_path / "ds", n=2)
     spec = get_spec("repuxnet")
@@ -319,7 +309,6 @@ def test_torchrun_two_ranks_hold_identical_weights(tmp_path):
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "default_model.safetensors"
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason="no bundled default model")
 def test_bundled_default_model_says_what_it_was_trained_on():
     assert DEFAULT_MODEL.stat().st_size < 5 * 2**20
     card = read_card(DEFAULT_MODEL)

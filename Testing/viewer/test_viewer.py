@@ -7,8 +7,6 @@ import os
 import numpy as np
 import pytest
 
-pytest.importorskip("PyQt5")
-pytest.importorskip("pytestqt")
 if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
     pytest.skip("no display: run the GUI tests under xvfb-run", allow_module_level=True)
@@ -206,8 +204,7 @@ def test_cancel_keeps_the_window_responsive(window, qtbot):
     """The bundled model on the bundled CT: the event loop keeps ticking while it runs; Cancel stops it."""
     from lkseg.app.resources import default_model, sample_ct
 
-    if default_model() is None or sample_ct() is None:
-        pytest.skip("no bundled sample/default model in this installation")
+    assert default_model() is not None and sample_ct() is not None, "the bundled sample CT and model are missing"
     win = window
     assert win.open_image(sample_ct())
     win.segment_panel.set_checkpoint(default_model())

@@ -5,6 +5,12 @@ intensity band it falls in: background where ``x < thresholds[0]``, class ``c`` 
 ``thresholds[c-1] <= x < thresholds[c]`` (the last band is open-ended). It is purely
 voxel-wise (no spatial mixing), so any resampling, orientation or sliding-window mistake
 shows up as a label in the wrong place. Not a published network.
+
+``EdgeNet`` ("edge-test") sees direction: class 1 marks voxels brighter (by more than
+``threshold``) than their neighbour one step along the network tensor's first axis (X: toward the
+patient's right after "RAS" orientation), class 2 along Y (anterior), class 3 along Z (superior),
+first match wins. A voxel-wise network cannot see a flip or permutation applied the same wrong
+way going in and coming out; this one can, and an off-by-one shift moves every face it marks.
 """
 
 from __future__ import annotations
@@ -51,6 +57,43 @@ class ThresholdNet(nn.Module):
         """Class index per voxel of ``x`` (shape ``[B, 1, *spatial]`` -> ``[B, *spatial]``, int64)."""
         v = x[:, 0].float()
         return (v.unsqueeze(-1) >= self.thresholds).sum(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cls = self.classify(x)
+        shape = (1, self.out_channels) + (1,) * (x.dim() - 2)
+        channels = torch.arange(self.out_channels, device=x.device).view(shape)
+        onehot = (cls.unsqueeze(1) == channels).to(x.dtype)
+        return onehot * (LOGIT * self.scale.to(x.dtype).view(shape))
+
+
+@register("edge-test", paper_config={"threshold": 0.5}, small_config={"threshold": 0.5},
+          description="test network: marks faces of bright objects by direction (output known exactly)",
+          hidden=True)
+class EdgeNet(nn.Module):
+    """Direction-sensitive face detector on the network tensor (``[B, 1, X, Y, Z]`` -> 4 classes).
+
+    Class ``a`` (1, 2, 3) where ``x - x[one step further along axis a] > threshold``; the last voxel
+    along an axis compares with itself (no face). One learnable ``scale`` per class, as in
+    :class:`ThresholdNet`, keeps the state dict tied to the number of classes.
+    """
+
+    def __init__(self, in_channels: int = 1, out_channels: int = 4, threshold: float = 0.5) -> None:
+        super().__init__()
+        if in_channels != 1:
+            raise ValueError(f"edge-test takes 1 input channel, got in_channels={in_channels}")
+        if out_channels != 4:
+            raise ValueError(f"edge-test has 4 classes (background, X, Y, Z faces), but out_channels={out_channels}")
+        self.in_channels, self.out_channels, self.threshold = in_channels, out_channels, float(threshold)
+        self.scale = nn.Parameter(torch.ones(out_channels))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Class index per voxel (``[B, 1, X, Y, Z]`` -> ``[B, X, Y, Z]``, int64)."""
+        v = x[:, 0].float()
+        cls = torch.zeros(v.shape, dtype=torch.int64, device=v.device)
+        for axis in (3, 2, 1):  # Z first so that X, written last, wins
+            nxt = torch.cat([v.narrow(axis, 1, v.shape[axis] - 1), v.narrow(axis, v.shape[axis] - 1, 1)], dim=axis)
+            cls[(v - nxt) > self.threshold] = axis
+        return cls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls = self.classify(x)
