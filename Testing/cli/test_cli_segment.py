@@ -91,7 +91,9 @@ def test_single_file_to_file_with_overlay_then_evaluate(tmp_path: Path, threshol
     # the same through -m: segment the image, then compare
     # (no largest-component clean-up here, so organ1 matches the reference exactly)
     assert main(["evaluate", str(src), "-m", str(threshold_checkpoint), "--device", "cpu", "--reference", str(ref),
-                 "--json", str(report)]) == 0
+                 "--json", str(report)]) == 2  # the first report is not overwritten silently
+    assert main(["evaluate", str(src), "-m", str(threshold_checkpoint), "--device", "cpu", "--reference", str(ref),
+                 "--json", str(report), "--overwrite"]) == 0
     data = json.loads(report.read_text())
     assert data["organs"]["1"]["dice"] == 1.0 and data["organs"]["2"]["dice"] == 0.0
 

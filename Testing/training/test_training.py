@@ -13,17 +13,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing, Provenance
-from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
+from lkseg.checkpoint.card import (
+    InferenceSettings,
+    ModelCard,
+    Preprocessing,
+    Provenance,
+)
+from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
+from lkseg.checkpoint.native import (
+    file_sha256,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
 from lkseg.dataset.local import LocalDataset
 from lkseg.errors import LkSegError
 from lkseg.io.image import Image
-from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model, get_spec
-from lkseg.training.crops import Case, CropSampler, split_cases
-from lkseg.training.loop import ProgressLog, deep_supervision_loss, dice_per_label, warmup_cosine
 from lkseg.training.config import TrainConfig
+from lkseg.training.crops import Case, CropSampler, split_cases
+from lkseg.training.loop import (
+    ProgressLog,
+    deep_supervision_loss,
+    dice_per_label,
+    warmup_cosine,
+)
+from lkseg.training.ownership import claim_out_folder
 from lkseg.training.train import train
 
 TABLE = LabelTable([Label(1, "liver", (220, 130, 100), ANATOMICAL_STRUCTURE, None),
@@ -173,11 +188,13 @@ def test_minutes_budget_fixes_the_run_length_after_measuring_speed(tmp_path):
 def test_damaged_resume_state_is_refused_not_silently_restarted(tmp_path):
     make_dataset(tmp_path / "ds")
     parent = threshold_checkpoint(tmp_path / "parent.safetensors")
+    config = TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=2, device="cpu")
+    claim_out_folder(config)  # what the run's first start records, before a crash damaged its state
     (tmp_path / "job" / "checkpoints").mkdir(parents=True)
     (tmp_path / "job" / "checkpoints" / "resume.pt").write_bytes(b"PK\x03\x04 truncated")
     (tmp_path / "job" / "checkpoints" / ".resume.pt.abc123.tmp").write_bytes(b"half-written")
     with pytest.raises(LkSegError, match="resume.pt is unreadable"):
-        train(TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=parent, steps=2, device="cpu"))
+        train(config)
 
 
 def test_dataset_labels_the_model_lacks_are_refused(tmp_path):

@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from lkseg import __version__
-from lkseg.checkpoint.labels import LabelError, LabelTable, get_table
+from lkseg.checkpoint.labels import LabelError, LabelTable, builtin_table
 from lkseg.errors import LkSegError
 
 __all__ = ["CheckpointError", "ModelCard", "Preprocessing", "InferenceSettings", "Provenance",
@@ -33,6 +33,15 @@ BLEND_MODES = ("gaussian", "constant")
 
 class CheckpointError(LkSegError):
     """A checkpoint or model card is missing, malformed or does not match its network."""
+
+
+#: bounds a card is checked against before any network is built or buffer allocated
+MAX_IN_CHANNELS = 64
+MAX_CLASSES = 1024
+MAX_ROI_SIDE = 1024
+MAX_ROI_VOXELS = 512 ** 3
+MAX_SW_BATCH = 512
+SPACING_MM = (0.01, 100.0)
 
 
 def _utc_now() -> str:
@@ -79,6 +88,9 @@ class Preprocessing:
         self.orientation = o
         if self.spacing is not None:
             self.spacing = _triple(self.spacing, "preprocessing.spacing", float)  # type: ignore[assignment]
+            if not all(SPACING_MM[0] <= s <= SPACING_MM[1] for s in self.spacing):
+                raise CheckpointError(f"preprocessing.spacing {list(self.spacing)} mm is outside "
+                                      f"{SPACING_MM[0]}..{SPACING_MM[1]} mm; is the card damaged?")
         if not isinstance(self.intensity, dict):
             raise CheckpointError(f"preprocessing.intensity must be an object with 'mode', got {self.intensity!r}")
         intensity = _jsonable(self.intensity, "preprocessing.intensity")
@@ -120,6 +132,9 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         self.roi_size = _triple(self.roi_size, "inference.roi_size", int)  # type: ignore[assignment]
+        if max(self.roi_size) > MAX_ROI_SIDE or math.prod(self.roi_size) > MAX_ROI_VOXELS:
+            raise CheckpointError(f"inference.roi_size {list(self.roi_size)} is larger than any network window "
+                                  f"({MAX_ROI_SIDE} per side, {MAX_ROI_VOXELS:,} voxels); is the card damaged?")
         if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, float)) or not 0 <= self.overlap < 1:
             raise CheckpointError(f"inference.overlap must be a number in [0, 1), got {self.overlap!r}")
         self.overlap = float(self.overlap)
@@ -127,6 +142,8 @@ class InferenceSettings:
             raise CheckpointError(f"inference.blend {self.blend!r} is not one of {', '.join(BLEND_MODES)}")
         if isinstance(self.sw_batch_size, bool) or not isinstance(self.sw_batch_size, int) or self.sw_batch_size < 1:
             raise CheckpointError(f"inference.sw_batch_size must be a positive integer, got {self.sw_batch_size!r}")
+        if self.sw_batch_size > MAX_SW_BATCH:
+            raise CheckpointError(f"inference.sw_batch_size {self.sw_batch_size} is above {MAX_SW_BATCH}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"roi_size": list(self.roi_size), "overlap": self.overlap, "blend": self.blend,
@@ -207,10 +224,15 @@ class ModelCard:
         self.hyperparameters = _jsonable(self.hyperparameters, "hyperparameters")
         if isinstance(self.in_channels, bool) or not isinstance(self.in_channels, int) or self.in_channels < 1:
             raise CheckpointError(f"in_channels must be a positive integer, got {self.in_channels!r}")
+        if self.in_channels > MAX_IN_CHANNELS:
+            raise CheckpointError(f"in_channels {self.in_channels} is above {MAX_IN_CHANNELS}; is the card damaged?")
         if not isinstance(self.labels, LabelTable):
             raise CheckpointError(f"labels must be a LabelTable, got {type(self.labels).__name__}")
         if len(self.labels) == 0:
             raise CheckpointError("the label table is empty; a model needs at least one foreground label")
+        if self.labels.num_classes > MAX_CLASSES:
+            raise CheckpointError(f"the label table needs {self.labels.num_classes} output classes, above "
+                                  f"{MAX_CLASSES}; is the card damaged?")
         for key, kind in (("preprocessing", Preprocessing), ("inference", InferenceSettings),
                           ("provenance", Provenance)):
             if not isinstance(getattr(self, key), kind):
@@ -332,8 +354,8 @@ class ModelCard:
 
 
 def _labels_from(data: Any) -> LabelTable:
-    if isinstance(data, str):
-        return get_table(data)
+    if isinstance(data, str):  # a card's fields are data: a built-in table's name, never a file to open
+        return builtin_table(data)
     if isinstance(data, dict):
         if "labels" not in data:
             raise LabelError("expected {'name': ..., 'labels': [...]}")

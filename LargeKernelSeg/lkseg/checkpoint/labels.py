@@ -334,13 +334,27 @@ BUILTIN_TABLES: dict[str, LabelTable] = {"btcv": BTCV, "amos": AMOS, "flare21": 
 _ALIASES = {"amos22": "amos", "amos2022": "amos", "flare": "flare21", "flare2021": "flare21"}
 
 
-def get_table(name: str | os.PathLike) -> LabelTable:
-    """A built-in table by name ("btcv", "amos", "flare21"; case-insensitive) or a JSON file's table."""
+def _builtin_key(name: str | os.PathLike) -> str:
     key = str(name).strip().lower().replace("-", "").replace("_", "")
-    key = _ALIASES.get(key, key)
-    if key in BUILTIN_TABLES:  # a copy, so that callers cannot change the built-in table
-        table = BUILTIN_TABLES[key]
-        return LabelTable(list(table.labels), name=table.name)
+    return _ALIASES.get(key, key)
+
+
+def builtin_table(name: str) -> LabelTable:
+    """A built-in table by name ("btcv", "amos", "flare21"; case-insensitive); never opens a file."""
+    key = _builtin_key(name)
+    if key not in BUILTIN_TABLES:
+        shown = name if len(str(name)) <= 40 else str(name)[:37] + "..."
+        raise LabelError(f"unknown built-in label table {shown!r}: use one of {', '.join(BUILTIN_TABLES)} or "
+                         "list the labels themselves")
+    table = BUILTIN_TABLES[key]  # a copy, so that callers cannot change the built-in table
+    return LabelTable(list(table.labels), name=table.name)
+
+
+def get_table(name: str | os.PathLike) -> LabelTable:
+    """A built-in table by name ("btcv", "amos", "flare21"; case-insensitive) or the table of a JSON
+    file the user named (only for names given by the user, never for fields read from a file)."""
+    if _builtin_key(name) in BUILTIN_TABLES:
+        return builtin_table(str(name))
     path = Path(name)
     if path.suffix.lower() == ".json" or path.exists():
         return LabelTable.from_json_file(path)

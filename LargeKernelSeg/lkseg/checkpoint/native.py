@@ -10,6 +10,7 @@ which turns them (plus a model card) into a native checkpoint. Every problem wit
 from __future__ import annotations
 
 import hashlib
+import math
 import logging
 import os
 from pathlib import Path
@@ -24,11 +25,15 @@ from lkseg.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CheckpointError", "CARD_KEY", "save_checkpoint", "load_checkpoint", "load_state_dict", "read_card",
+__all__ = ["CheckpointError", "CARD_KEY", "DIGEST_KEY", "expected_shapes", "tensors_digest", "verify_tensors", "save_checkpoint", "load_checkpoint", "load_state_dict", "read_card",
            "file_sha256", "build_from_card", "check_state_dict", "tensor_shapes"]
 
 #: safetensors metadata key holding the model card JSON
 CARD_KEY = "lkseg_card"
+#: safetensors metadata key holding :func:`tensors_digest` of the file's tensors
+DIGEST_KEY = "lkseg_tensors_sha256"
+#: a network above this many parameters is refused before it is built (the largest paper model has 66M)
+MAX_PARAMETERS = 2_000_000_000
 _MAX_LISTED = 5
 
 
@@ -41,7 +46,8 @@ def save_checkpoint(path: str | os.PathLike, state_dict: Mapping[str, torch.Tens
     if not isinstance(card, ModelCard):
         raise TypeError(f"card must be a ModelCard, got {type(card).__name__}")
     tensors = _plain_tensors(state_dict, path)
-    metadata = {CARD_KEY: card.to_json(), "format": "pt"}
+    _refuse_non_finite(tensors, path)
+    metadata = {CARD_KEY: card.to_json(), "format": "pt", DIGEST_KEY: tensors_digest(tensors)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     log.info("saved checkpoint %s (%s, %d tensors)", path, card.architecture, len(tensors))
@@ -69,6 +75,35 @@ def _plain_tensors(state_dict: Mapping[str, Any], path: Path) -> dict[str, torch
         if shared or partial or not t.is_contiguous():
             out[key] = t.contiguous().clone()
     return out
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 over every tensor's name, dtype, shape and bytes (in name order): what the file must hold."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _refuse_non_finite(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    bad = [k for k, t in tensors.items() if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values ({_first(bad)}); "
+                              "the weights are damaged (a diverged training run?) and cannot be used")
+
+
+def verify_tensors(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: Path) -> bool:
+    """Refuse damaged weights: a digest that does not match, or non-finite values. Returns whether the
+    file carried a digest (files written before lkseg stored one are checked for finiteness only)."""
+    expected = metadata.get(DIGEST_KEY)
+    if expected is not None and tensors_digest(state) != expected:
+        raise CheckpointError(f"{path}: the weights do not match the digest stored with them; the file is "
+                              "damaged (changed after it was written). Use another copy of the checkpoint")
+    _refuse_non_finite(state, path)
+    return expected is not None
 
 
 # --------------------------------------------------------------------------- reading
@@ -125,6 +160,11 @@ def read_card(path: str | os.PathLike) -> ModelCard:
     path = Path(path)
     metadata, _ = _open_header(path)
     return _card_from_metadata(metadata, path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The safetensors metadata of checkpoint ``path`` (card JSON, digest; header only)."""
+    return _open_header(Path(path))[0]
 
 
 def tensor_shapes(path: str | os.PathLike) -> dict[str, tuple[list[int], str]]:
@@ -199,17 +239,48 @@ def _first(names: list[str]) -> str:
 
 
 def load_state_dict(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], ModelCard]:
-    """The raw tensors and the card of checkpoint ``path`` (no model built)."""
+    """The raw tensors and the card of checkpoint ``path`` (no model built), verified against the
+    stored digest and for finite values."""
     from safetensors.torch import load_file
 
     path = Path(path)
     metadata, _ = _open_header(path)
     card = _card_from_metadata(metadata, path)
     try:
-        state = load_file(str(path), device=str(device))
+        state = load_file(str(path), device="cpu")
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read the weights (truncated or corrupt file: {exc})") from None
+    verify_tensors(state, metadata, path)
+    if str(device) != "cpu":
+        state = {k: v.to(device) for k, v in state.items()}
     return state, card
+
+
+def expected_shapes(card: ModelCard, source: str | os.PathLike = "model card") -> dict[str, tuple] | None:
+    """State-dict shapes of the card's network, built on the meta device: no memory, no weights
+    (None for a network whose constructor cannot run there, such as MONAI's SwinUNETR)."""
+    try:
+        with torch.device("meta"):
+            model = build_from_card(card, source)
+    except (RuntimeError, NotImplementedError):
+        return None
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"{source}: the card describes a network of {n:,} parameters (above "
+                              f"{MAX_PARAMETERS:,}); is its configuration damaged?")
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _check_memory(shapes: dict[str, tuple[list[int], str]], source: Path) -> None:
+    """The weights are held twice while loading (file tensors and model): refuse what cannot fit."""
+    import psutil
+
+    sizes = {"F64": 8, "I64": 8, "F32": 4, "I32": 4, "F16": 2, "BF16": 2, "I16": 2, "U8": 1, "I8": 1, "BOOL": 1}
+    need = 2 * sum(math.prod(s) * sizes.get(d.upper(), 8) for s, d in shapes.values())
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise CheckpointError(f"{source}: loading needs about {need / 2**30:.1f} GiB of memory but "
+                              f"{free / 2**30:.1f} GiB are free; close other programs or use a machine with more memory")
 
 
 def _resolve_device(device: str | torch.device) -> torch.device:
@@ -226,9 +297,15 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     path = Path(path)
     metadata, shapes = _open_header(path)
     card = _card_from_metadata(metadata, path)
+    # validate before allocating: shapes from the header against the network built on the meta device
+    found = {k: tuple(s) for k, (s, _) in shapes.items()}
+    expected = expected_shapes(card, path)
+    if expected is not None:
+        _compare(expected, found, card, path)
+    _check_memory(shapes, path)
     model = build_from_card(card, path)
-    _compare({k: tuple(v.shape) for k, v in model.state_dict().items()},
-             {k: tuple(s) for k, (s, _) in shapes.items()}, card, path)
+    if expected is None:
+        _compare({k: tuple(v.shape) for k, v in model.state_dict().items()}, found, card, path)
     state, _ = load_state_dict(path)
     try:
         model.load_state_dict(state, strict=True)

@@ -14,7 +14,7 @@ import logging
 import sys
 
 from lkseg import __version__
-from lkseg.errors import Cancelled, LkSegError
+from lkseg.errors import Cancelled, LkSegError, os_error_message
 
 #: subcommand modules, in the order ``lkseg --help`` lists them
 SUBCOMMANDS = ["segment", "demo", "info", "import_cmd", "models", "evaluate", "dataset", "finetune", "jobs"]
@@ -60,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     except LkSegError as exc:
         logging.getLogger("lkseg").debug("error details", exc_info=True)
         print(f"lkseg: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # full disk, permissions, a path that vanished: ordinary conditions
+        logging.getLogger("lkseg").debug("error details", exc_info=True)
+        print(f"lkseg: error: {os_error_message(exc)} (run with -v for details)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        logging.getLogger("lkseg").debug("error details", exc_info=True)
+        print("lkseg: error: out of memory; try a smaller --sw-batch-size, another device, or a machine with "
+              "more memory (run with -v for details)", file=sys.stderr)
         return 2
 
 

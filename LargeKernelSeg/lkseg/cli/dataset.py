@@ -58,8 +58,8 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from lkseg.dataset.local import LocalDataset
     from lkseg.dataset.files import read_header
+    from lkseg.dataset.local import LocalDataset
 
     ds = LocalDataset(args.dataset)
     table = ds.table

@@ -22,10 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.io import export
     from lkseg.app import resources
-    from lkseg.io.imageio import read_image
     from lkseg.inference.segmenter import Segmenter
+    from lkseg.io import export
+    from lkseg.io.imageio import read_image
     from lkseg.utils.progress import TerminalProgress
 
     image_path = args.image or resources.sample_ct()

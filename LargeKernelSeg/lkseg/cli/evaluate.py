@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="label table for names: BTCV, AMOS, FLARE21, a JSON file or a checkpoint")
     p.add_argument("--device", default="auto", help="device when -m is given (auto, cpu, cuda, mps)")
     p.add_argument("--json", type=Path, help="also write the scores to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace a --json file that already exists")
     p.set_defaults(func=run)
 
 
@@ -41,12 +42,17 @@ def _table(args: argparse.Namespace, segmenter: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.io.imageio import read_image
     from lkseg.evaluation.metrics import dice_per_label, mean_dice
+    from lkseg.io.imageio import read_image
 
     if len(args.inputs) != len(args.reference):
         raise LkSegError(f"{len(args.inputs)} input(s) but {len(args.reference)} reference(s); give one "
                          "reference label map per input, in the same order")
+    if args.json:
+        from lkseg.utils.overwrite import check_outputs
+
+        protected = [*args.inputs, *args.reference, *([args.checkpoint] if args.checkpoint else [])]
+        check_outputs([args.json], protected=protected, overwrite=args.overwrite)
     segmenter = None
     if args.checkpoint:
         from lkseg.inference.segmenter import Segmenter

@@ -42,12 +42,19 @@ def _parameter_count(card) -> int | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, tensor_shapes
+    from lkseg.checkpoint.native import (
+        DIGEST_KEY,
+        file_sha256,
+        load_checkpoint,
+        read_card,
+        read_metadata as metadata,
+        tensor_shapes,
+    )
 
     path: Path = args.checkpoint
     card = read_card(path)
     if args.check:
-        load_checkpoint(path)
+        load_checkpoint(path)  # refuses a digest mismatch, non-finite weights, wrong shapes
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))
         return 0
@@ -63,5 +70,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Parameters:     {params}file holds {len(shapes)} tensors, {n_values:,} values ({', '.join(dtypes)})")
     print(card.summary())
     if args.check:
-        print("Check:          weights load strictly into the network")
+        stored = DIGEST_KEY in metadata(path)
+        print("Check:          weights load strictly into the network, all finite; "
+              + ("they match the digest stored with them" if stored else
+                 "the file stores no digest (written before lkseg kept one), so changes cannot be detected"))
     return 0

@@ -11,7 +11,8 @@ import logging
 import sys
 from pathlib import Path
 
-from lkseg.errors import Cancelled, LkSegError
+from lkseg.errors import Cancelled, LkSegError, os_error_message
+from lkseg.utils.argtypes import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=sorted(FORMATS), default="nii.gz", help="label file format (default nii.gz)")
     p.add_argument("--volumes", action="store_true", help="also write per-organ volumes (<name>_volumes.csv)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG overlay of a few axial slices")
-    p.add_argument("--sw-batch-size", type=int, default=None, help="windows per batch (default: the card's)")
+    p.add_argument("--sw-batch-size", type=positive_int, default=None, help="windows per batch (default: the card's)")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(func=run)
 
 
@@ -83,16 +85,30 @@ def output_paths(inputs: list[Path], out: Path, fmt: str) -> list[Path]:
     return paths
 
 
+def side_files(dst: Path, args: argparse.Namespace) -> dict[str, Path]:
+    """The volume table and overlay written beside a label file, as asked for."""
+    stem = case_name(dst)
+    files = {}
+    if args.volumes:
+        files["volumes"] = dst.with_name(f"{stem}_volumes.csv")
+    if args.overlay:
+        files["overlay"] = dst.with_name(f"{stem}_overlay.png")
+    return files
+
+
 def run(args: argparse.Namespace) -> int:
+    from lkseg.inference.segmenter import Segmenter
     from lkseg.io import export
     from lkseg.io.imageio import read_image
-    from lkseg.inference.segmenter import Segmenter
+    from lkseg.utils.overwrite import check_outputs
     from lkseg.utils.progress import TerminalProgress
 
     inputs = expand_inputs(args.inputs)
     if not inputs:
         raise LkSegError("no input images found")
     outputs = output_paths(inputs, args.out, args.format)
+    check_outputs([f for dst in outputs for f in (dst, *side_files(dst, args).values())],
+                  protected=[*inputs, args.checkpoint], overwrite=args.overwrite)
     segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     print(f"checkpoint: {args.checkpoint} ({segmenter.card.architecture}, {len(segmenter.table)} labels) "
           f"on {segmenter.device}", file=sys.stderr)
@@ -107,17 +123,21 @@ def run(args: argparse.Namespace) -> int:
             export.write_labels(result.labels, result.table, dst)
             rows = export.organ_volumes(result.labels, result.table)
             written = [dst]
-            stem = case_name(dst)
-            if args.volumes:
-                written.append(export.write_volumes(rows, dst.with_name(f"{stem}_volumes.csv")))
-            if args.overlay:
-                written.append(export.overlay_png(image, result.labels, result.table,
-                                                  dst.with_name(f"{stem}_overlay.png")))
+            side = side_files(dst, args)
+            if "volumes" in side:
+                written.append(export.write_volumes(rows, side["volumes"]))
+            if "overlay" in side:
+                written.append(export.overlay_png(image, result.labels, result.table, side["overlay"]))
         except Cancelled:
             raise
         except LkSegError as exc:
             failed += 1
             print(f"lkseg: error: {src}: skipped: {exc}", file=sys.stderr)
+            continue
+        except OSError as exc:
+            failed += 1
+            log.debug("details", exc_info=True)
+            print(f"lkseg: error: {src}: skipped: {os_error_message(exc)}", file=sys.stderr)
             continue
         except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
             failed += 1

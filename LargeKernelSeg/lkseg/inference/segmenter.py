@@ -24,6 +24,7 @@ from lkseg.errors import Cancelled, LkSegError
 from lkseg.inference.back_resampling import labels_on_source
 from lkseg.inference.sliding_window import SlidingWindow, is_oom
 from lkseg.io.image import Image
+from lkseg.io.integrity import finite_voxels
 from lkseg.preprocessing.pipeline import Preprocessed, preprocess
 from lkseg.utils.devices import autocast, resolve_device
 
@@ -90,6 +91,11 @@ class Segmenter:
         report = progress or (lambda f, s: None)
         timings: dict[str, float] = {}
         notes: list[str] = []
+        source = image
+        image, fixed = finite_voxels(image)  # NaN/Inf voxels: replaced, and said
+        if fixed:
+            log.warning("%s", fixed)
+            notes.append(fixed)
         num_classes = int(self.card.out_channels)
         settings = self.card.inference
         t_all = time.perf_counter()
@@ -126,7 +132,7 @@ class Segmenter:
             timings["postprocess"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_all
         report(1.0, "done")
-        return SegmentationResult(image.with_array(labels), self.table, timings, str(self.device), notes)
+        return SegmentationResult(source.with_array(labels), self.table, timings, str(self.device), notes)
 
     # -- stages ------------------------------------------------------------------------------
     def _resample_device(self) -> torch.device:

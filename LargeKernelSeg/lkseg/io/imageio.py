@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from lkseg.errors import LkSegError
 from lkseg.io.image import Image
+from lkseg.io.integrity import check_file_complete, check_slice_spacing
 from lkseg.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,16 @@ def from_sitk(img: sitk.Image, source: str | Path = "the image") -> Image:
 def _dicom_series(folder: Path) -> list[str]:
     reader_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
     best: list[str] = []
+    counts = {}
     for sid in reader_ids:
         files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), sid))
+        counts[sid] = len(files)
         if len(files) > len(best):
-            best = files
+            best, best_id = files, sid
     if len(reader_ids) > 1:
-        log.info("%s holds %d DICOM series; reading the largest (%d files)", folder, len(reader_ids), len(best))
+        others = ", ".join(f"{sid} ({n} files)" for sid, n in counts.items() if sid != best_id)
+        log.warning("%s holds %d DICOM series; reading the largest, %s (%d files), not %s; put one series per "
+                    "folder to choose", folder, len(reader_ids), best_id, len(best), others)
     return best
 
 
@@ -92,6 +97,9 @@ def read_image(path: str | Path) -> Image:
                 f"{path}: is a folder without a readable DICOM series; pass an image file "
                 "(NIfTI, NRRD, MHA) or a folder of DICOM files of one series"
             )
+        uneven = check_slice_spacing(path, files)
+        if uneven:
+            log.warning("%s", uneven)
         reader = sitk.ImageSeriesReader()
         reader.SetFileNames(files)
         try:
@@ -99,6 +107,7 @@ def read_image(path: str | Path) -> Image:
         except RuntimeError as exc:
             raise ImageReadError(f"{path}: could not read the DICOM series: {_first_line(exc)}") from exc
         return from_sitk(img, path)
+    check_file_complete(path)
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:

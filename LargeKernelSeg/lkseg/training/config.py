@@ -6,10 +6,17 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lkseg.errors import LkSegError
+from lkseg.utils.argtypes import (
+    fraction,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,15 @@ class TrainConfig:
             raise LkSegError("give either --steps or --minutes, not both")
         if self.steps is not None and self.steps < 1:
             raise LkSegError(f"--steps must be at least 1, got {self.steps}")
+        for name in ("batch_size", "val_every", "checkpoint_every"):
+            if int(getattr(self, name)) < 1:
+                raise LkSegError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr", "minutes"):
+            value = getattr(self, name)
+            if value is not None and not (float(value) > 0 and math.isfinite(float(value))):
+                raise LkSegError(f"--{name} must be a finite number greater than 0, got {value}")
+        if not 0 <= float(self.val_fraction) < 1:
+            raise LkSegError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
         if self.roi is not None:
             self.roi = tuple(int(r) for r in self.roi)  # type: ignore[assignment]
             if len(self.roi) != 3 or min(self.roi) < 1:
@@ -90,25 +106,25 @@ def add_training_arguments(p: argparse.ArgumentParser, require_source: bool = Fa
                    help="hyper-parameters for --architecture: the paper's or the registry's small one")
     p.add_argument("--hparams", type=json.loads, default={}, help="JSON hyper-parameter overrides (scratch)")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--steps", type=int, help=f"optimisation steps (default {DEFAULT_STEPS})")
-    length.add_argument("--minutes", type=float, help="train for about this many minutes")
+    length.add_argument("--steps", type=positive_int, help=f"optimisation steps (default {DEFAULT_STEPS})")
+    length.add_argument("--minutes", type=positive_float, help="train for about this many minutes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    p.add_argument("--val-every", type=int, default=50, help="validate every N steps (and at the end)")
-    p.add_argument("--checkpoint-every", type=int, default=25, help="save resume state every N steps")
+    p.add_argument("--val-every", type=positive_int, default=50, help="validate every N steps (and at the end)")
+    p.add_argument("--checkpoint-every", type=positive_int, default=25, help="save resume state every N steps")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=2, help="crops per step (per process)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4 fine-tune, 1e-3 scratch)")
-    p.add_argument("--warmup-steps", type=int)
-    p.add_argument("--roi", type=int, nargs=3, metavar=("X", "Y", "Z"), help="crop size (default: the card's ROI)")
-    p.add_argument("--spacing", type=float, nargs=3, help="scratch: target spacing in mm")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="crops per step (per process)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-4 fine-tune, 1e-3 scratch)")
+    p.add_argument("--warmup-steps", type=non_negative_int)
+    p.add_argument("--roi", type=positive_int, nargs=3, metavar=("X", "Y", "Z"), help="crop size (default: the card's ROI)")
+    p.add_argument("--spacing", type=positive_float, nargs=3, help="scratch: target spacing in mm")
     p.add_argument("--intensity", type=json.loads, help="scratch: intensity normalisation as JSON")
     p.add_argument("--val-cases", nargs="+", help="case ids held out for validation")
-    p.add_argument("--val-fraction", type=float, default=0.2)
+    p.add_argument("--val-fraction", type=fraction, default=0.2)
     p.add_argument("--upkern-from", type=Path, help="MedNeXt: kernel-3 checkpoint to initialise a kernel-5 net")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible)")
-    p.add_argument("--num-threads", type=int, help="CPU threads per process")
+    p.add_argument("--num-threads", type=positive_int, help="CPU threads per process")
     p.add_argument("--debug-dump-weights", action="store_true",
                    help="each rank writes the hash of its weights to OUT/debug/ (DDP checks)")
     p.add_argument("--notes", default="", help="free text for the new checkpoint's card")

@@ -24,6 +24,7 @@ import torch
 
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.training.config import TrainConfig, build_parser, config_from_args
+from lkseg.training.ownership import claim_out_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, cancel: Any =
     device = _resolve_device(config.device)
     dist_info = setup_distributed(device.type)
     try:
+        claim_out_folder(config, write=dist_info.is_main)
         if device.type == "cuda" and dist_info.initialized:
             device = torch.device("cuda", dist_info.local_rank)
         from lkseg.training.run import Run
