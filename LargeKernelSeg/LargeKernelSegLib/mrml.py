@@ -34,8 +34,10 @@ def show_result(volumeNode, result, card, segmentationNode=None, showSurfaces=Fa
         segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
     segmentationNode.GetSegmentation().RemoveAllSegments()
     segmentationNode.CreateDefaultDisplayNodes()
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    # transform first: the reference geometry is stored in the segmentation's frame, mapped through the
+    # transform between the volume's parent and the segmentation's parent *at the time of the call*
     segmentationNode.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
     imageData, ijkToRas = labels_to_vtk_image(result.labels)
     labelNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "__LargeKernelSeg_labels__")
     try:

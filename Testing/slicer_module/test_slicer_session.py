@@ -10,14 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
 MODULE_DIR = Path(__file__).resolve().parents[2] / "LargeKernelSeg"
 sys.path.insert(0, str(MODULE_DIR))
 
 import LargeKernelSegLib as glue  # noqa: E402
 from lkseg.errors import Cancelled  # noqa: E402
-
-
 
 
 def _oblique_flipped_ijk_to_ras() -> np.ndarray:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ast
 import os
-import shutil
 import py_compile
 import re
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
-
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE_DIR = ROOT / "LargeKernelSeg"
