@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SAMPLE_CT
 from lkseg.cli import main
 from lkseg.errors import LkSegError

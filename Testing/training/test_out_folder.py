@@ -3,16 +3,13 @@ results, or a folder holding someone else's checkpoints (issue: nothing lost, no
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
 from lkseg.checkpoint.native import file_sha256
 from lkseg.cli import main
 from lkseg.errors import LkSegError
 from lkseg.training.config import TrainConfig
 from lkseg.training.ownership import claim_out_folder
-from test_training import make_dataset, threshold_checkpoint
+from training_cases import make_dataset, threshold_checkpoint
 
 ARGS = ["--steps", "2", "--val-every", "2", "--roi", "16", "16", "16", "--device", "cpu"]
 

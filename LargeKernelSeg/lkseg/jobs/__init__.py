@@ -18,7 +18,7 @@ from lkseg.jobs.folder import (
            log_tail,
            read_progress,
 )
-from lkseg.jobs.processes import pid_alive
+from lkseg.utils.processes import pid_alive
 
 __all__ = ["ACTIVE", "JobError", "cancel_job", "default_root", "job_status", "list_jobs", "log_tail", "pid_alive",
            "read_progress", "resume_job", "start_job", "training_argv"]

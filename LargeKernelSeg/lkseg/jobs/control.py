@@ -23,13 +23,15 @@ from pathlib import Path
 
 from lkseg.jobs.folder import (
     ACTIVE,
+    LAUNCH_RECORD,
     JobError,
+    job_processes,
     job_status,
     now_iso,
     read_json,
     update_status,
 )
-from lkseg.jobs.processes import CHILDREN, kill_group
+from lkseg.utils.processes import CHILDREN, detached_options, end_tree, identity, tree
 from lkseg.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,7 @@ def start_job(job_dir: str | os.PathLike | Sequence[str] | None = None, *, out: 
                              extra_args=extra_args) if dataset is not None else []
     _claim_folder(folder)
     full = list(command) if command is not None else [python, "-m", "lkseg.training", *argv]
+    (folder / LAUNCH_RECORD).unlink(missing_ok=True)  # a previous run's launcher is not this one
     atomic_write_json(folder / "job.json", {"argv": argv, "command": full, "python": python, "cwd": os.getcwd(),
                                             "created": now_iso()})
     atomic_write_json(folder / "status.json", {"state": "queued", "pid": None, "started": None,
@@ -118,19 +121,28 @@ def _claim_folder(folder: Path) -> None:
     if folder.is_dir() and any(folder.iterdir()):
         if not (folder / "job.json").is_file():
             raise JobError(f"{folder} is not empty and is not a job folder; choose a new or empty folder")
-        state = job_status(folder).get("state")
-        if state in ACTIVE:
-            raise JobError(f"job {folder} is still {state}; cancel it first (lkseg jobs cancel {folder})")
+        _refuse_while_running(folder, "start another run in it")
     folder.mkdir(parents=True, exist_ok=True)
+
+
+def _refuse_while_running(folder: Path, what: str) -> None:
+    status = job_status(folder)
+    running = tree(job_processes(folder, status))
+    if status.get("state") in ACTIVE or running:
+        pids = ", ".join(str(p.pid) for p in running) or "none found yet"
+        raise JobError(f"job {folder} is still {status.get('state')} (processes: {pids}); cannot {what}. "
+                       f"Cancel it first: lkseg jobs cancel {folder}")
 
 
 def _launch(folder: Path, python: str) -> Path:
     with open(folder / "log.txt", "ab") as logfile:
         proc = subprocess.Popen([python, "-m", "lkseg.jobs", "run", str(folder)], stdin=subprocess.DEVNULL,
-                                stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                cwd=str(folder))
+                                stdout=logfile, stderr=subprocess.STDOUT, close_fds=True, cwd=str(folder),
+                                **detached_options())
     CHILDREN[proc.pid] = proc
-    update_status(folder, pid=proc.pid)  # the supervisor waits for this before it writes "running"
+    # the launcher may be the supervisor itself or, under Slicer, a launcher running it as a child;
+    # the supervisor records its own identity in status.json
+    atomic_write_json(folder / LAUNCH_RECORD, identity(proc.pid) or {"pid": proc.pid, "created": None})
     log.info("started job %s (supervisor pid %d)", folder, proc.pid)
     return folder
 
@@ -141,9 +153,8 @@ def resume_job(job_dir: str | os.PathLike) -> Path:
     spec = read_json(folder / "job.json")
     if not spec.get("command"):
         raise JobError(f"{folder} has no job.json; it is not a job folder")
-    state = job_status(folder).get("state")
-    if state in ACTIVE:
-        raise JobError(f"job {folder} is still {state}; nothing to resume")
+    _refuse_while_running(folder, "resume it")
+    (folder / LAUNCH_RECORD).unlink(missing_ok=True)
     atomic_write_json(folder / "status.json", {"state": "queued", "pid": None, "started": None,
                                                "updated": now_iso(), "command": spec["command"], "error": None,
                                                "resumed": True})
@@ -152,14 +163,17 @@ def resume_job(job_dir: str | os.PathLike) -> Path:
 
 # -- cancelling -----------------------------------------------------------------------------
 def cancel_job(job_dir: str | os.PathLike, grace_s: float = 5.0) -> dict:
-    """Kill the job's whole process group (SIGTERM, SIGKILL after ``grace_s``); state ``cancelled``."""
+    """End the job's whole process tree (launcher, supervisor, trainer and their children: terminate,
+    kill after ``grace_s``); state ``cancelled``. Raises :class:`JobError` if a process survives."""
     folder = Path(job_dir).expanduser().resolve()
     status = job_status(folder)
-    if status.get("state") not in ACTIVE:
+    processes = tree(job_processes(folder, status))
+    if status.get("state") not in ACTIVE and not processes:
         return status
-    pid = status.get("pid")
     update_status(folder, cancel_requested=now_iso())
-    if pid:
-        kill_group(int(pid), grace_s)
-    update_status(folder, state="cancelled", error=None)
+    survivors = end_tree(processes, grace_s)
+    if survivors:
+        raise JobError(f"job {folder}: processes {[p.pid for p in survivors]} could not be ended; end them by hand")
+    if job_status(folder).get("state") in ACTIVE:
+        update_status(folder, state="cancelled", error=None)
     return job_status(folder)

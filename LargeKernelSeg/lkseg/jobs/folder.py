@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from lkseg.errors import LkSegError
-from lkseg.jobs.processes import pid_alive
+from lkseg.utils.processes import alive
 from lkseg.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
 
 
 ACTIVE = ("queued", "running")
+#: written by start_job/resume_job only: the process they started (pid and creation time)
+LAUNCH_RECORD = "launch.json"
 
 
 #: seconds a job may stay "queued" without a process before it counts as failed
@@ -83,27 +85,41 @@ def read_progress(job_dir: str | os.PathLike) -> dict | None:
     return None
 
 
+def job_processes(folder: Path, status: dict) -> list[dict]:
+    """Identities (pid + creation time) of every process the job recorded: the launcher ``start_job``
+    started (``launch.json``), the supervisor and the trainer (``status.json``)."""
+    idents = [read_json(folder / LAUNCH_RECORD) or None,
+              {"pid": status.get("pid"), "created": status.get("pid_created")},
+              {"pid": status.get("child_pid"), "created": status.get("child_created")}]
+    return [i for i in idents if i and i.get("pid")]
+
+
 def job_status(job_dir: str | os.PathLike) -> dict:
     """``status.json`` plus ``progress`` (last progress row), ``best`` (path or None) and ``job_dir``.
 
-    A job whose process is gone while its state says queued/running is reported (and recorded)
-    as ``failed`` with the tail of ``log.txt``.
+    A job none of whose processes is alive while its state says queued/running is reported (and
+    recorded) as ``failed`` with the tail of ``log.txt``.
     """
     folder = Path(job_dir).expanduser().resolve()
     status = read_json(folder / "status.json")
     if not status:
         raise JobError(f"{folder} has no status.json; it is not a job folder (lkseg jobs list shows them)")
     state = status.get("state")
-    if state in ACTIVE and not pid_alive(status.get("pid")):
-        stale = state == "running" or _age_s(status.get("updated")) > QUEUED_TIMEOUT_S or status.get("pid")
+    idents = job_processes(folder, status)
+    if state in ACTIVE and not any(alive(i) for i in idents):
+        stale = state == "running" or bool(idents) or _age_s(status.get("updated")) > QUEUED_TIMEOUT_S
         if stale:
             fresh = read_json(folder / "status.json")  # the supervisor may just have finished
             if fresh.get("state") in ACTIVE and fresh.get("pid") == status.get("pid"):
                 tail = log_tail(folder)
-                status = update_status(folder, state="failed", error=f"the job's process (pid {status.get('pid')}) "
-                                        f"ended without reporting; last lines of {folder / 'log.txt'}:\n{tail}")
+                who = f"pid {status.get('pid')}" if status.get("pid") else "never started"
+                status = update_status(folder, state="failed", error=f"the job's processes ({who}) ended without "
+                                       f"reporting; last lines of {folder / 'log.txt'}:\n{tail}")
             else:
                 status = fresh
+    launch = read_json(folder / LAUNCH_RECORD)
+    if status.get("state") in ACTIVE and not status.get("pid") and launch.get("pid"):
+        status = {**status, "pid": launch["pid"]}  # until the supervisor records itself: the process started
     progress = read_progress(folder)
     best = None
     if progress and progress.get("best"):

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from lkseg.errors import LkSegError
+from lkseg.utils.processes import child_options, identity, tree
 from lkseg.jobs.folder import (
     JobError,
     log_tail,
@@ -28,25 +28,38 @@ log = logging.getLogger(__name__)
 
 # -- the supervisor ---------------------------------------------------------------------------
 def supervise(job_dir: str | os.PathLike) -> int:
-    """Run the job's command as a child and record its fate in ``status.json``."""
+    """Run the job's command as a child and record its fate in ``status.json``.
+
+    The supervisor and the trainer live and die together: SIGTERM here ends the trainer's tree, and the
+    trainer stops by itself when this process disappears (``LKSEG_SUPERVISOR`` names it, see
+    :mod:`lkseg.training.supervision`), also when a launcher stands between them.
+    """
     folder = Path(job_dir).resolve()
     spec = read_json(folder / "job.json")
     command = spec.get("command")
     if not command:
         raise JobError(f"{folder} has no job.json with a command")
-    terminated = {"flag": False}
+    me = identity()
+    update_status(folder, pid=me["pid"], pid_created=me["created"])
+    terminated = {"flag": False, "child": None}
 
     def on_term(signum: int, frame: Any) -> None:
         terminated["flag"] = True
+        for p in tree([terminated["child"]]):
+            try:
+                p.terminate()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
 
     signal.signal(signal.SIGTERM, on_term)
-    deadline = time.monotonic() + 2.0  # let start_job record our pid first (no lost update)
-    while read_json(folder / "status.json").get("pid") != os.getpid() and time.monotonic() < deadline:
-        time.sleep(0.02)
     cwd = spec.get("cwd") if spec.get("cwd") and Path(spec["cwd"]).is_dir() else str(folder)
-    env = dict(os.environ, LKSEG_JOB_DIR=str(folder), PYTHONUNBUFFERED="1")
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=cwd, env=env)
-    update_status(folder, state="running", pid=os.getpid(), child_pid=child.pid, started=now_iso(), error=None)
+    env = dict(os.environ, LKSEG_JOB_DIR=str(folder), PYTHONUNBUFFERED="1",
+               LKSEG_SUPERVISOR=f"{me['pid']}:{me['created']!r}")
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, cwd=cwd, env=env, **child_options())
+    child_ident = identity(child.pid) or {"pid": child.pid, "created": None}
+    terminated["child"] = child_ident
+    update_status(folder, state="running", child_pid=child.pid, child_created=child_ident["created"],
+                  started=now_iso(), error=None)
     code = child.wait()
     if terminated["flag"] or read_json(folder / "status.json").get("cancel_requested"):
         update_status(folder, state="cancelled", returncode=code)

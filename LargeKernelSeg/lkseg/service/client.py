@@ -6,6 +6,13 @@ a private temporary folder. ``segment()`` blocks (GUIs call it from a thread) an
 ``progress(fraction, stage)`` from the calling thread; ``cancel()`` may be called from any
 thread. If the worker dies (crash, out of memory, kill), the call raises :class:`WorkerError`
 with the tail of the worker's log and the next call starts a fresh worker.
+
+Every blocking call has a deadline: the worker sends a heartbeat every second, and a worker silent
+for ``heartbeat_timeout_s`` (hung, or stopped with SIGSTOP) is ended and reported; a request may have
+a ``request_timeout_s``; after ``cancel()`` a worker that does not confirm within ``cancel_grace_s``
+is ended, so the call returns and the client stays usable. The worker is ended as a process tree
+(a launcher in front of the interpreter included), and temporary folders left by a client that was
+killed are removed by the next client.
 """
 
 from __future__ import annotations
@@ -27,12 +34,30 @@ from typing import Any
 
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.io.image import Image
+from lkseg.utils.processes import child_options, end_tree, identity, tree
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[float, str], None]
 
 _EOF = object()
+
+
+#: temporary folders are named <prefix><pid of the client>-<random>
+TMP_PREFIX = "lkseg-worker-"
+
+
+def remove_stale_folders(root: str | os.PathLike | None = None) -> list[Path]:
+    """Remove temporary folders of clients that no longer run (killed before they could clean up)."""
+    import psutil
+
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{TMP_PREFIX}*-*"):
+        pid = folder.name[len(TMP_PREFIX):].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 class WorkerError(LkSegError):
@@ -50,13 +75,19 @@ def log_tail(path: Path, lines: int = 20) -> str:
 class WorkerClient:
     """A long-lived ``lkseg.service.worker`` process, started on first use (``device`` is the default device)."""
 
-    def __init__(self, device: str = "auto", python: str = sys.executable) -> None:
+    def __init__(self, device: str = "auto", python: str = sys.executable, heartbeat_timeout_s: float = 15.0,
+                 request_timeout_s: float | None = None, cancel_grace_s: float = 3.0) -> None:
         self.device = device
         self.python = python
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="lkseg-worker-"))
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.cancel_grace_s = cancel_grace_s
+        remove_stale_folders()
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-"))
         self.log_path = self.tmpdir / "worker.log"
         self.last_reply: dict | None = None  # the last "done" event (timings, loaded_model, ...)
         self._proc: subprocess.Popen | None = None
+        self._proc_ident: dict | None = None
         self._lines: queue.Queue = queue.Queue()
         self._write_lock = threading.Lock()
         self._request_lock = threading.Lock()
@@ -85,7 +116,8 @@ class WorkerClient:
         with open(self.log_path, "ab") as logfile:
             self._proc = subprocess.Popen(
                 [self.python, "-m", "lkseg.service.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=logfile, env=env, text=True, encoding="utf-8", bufsize=1)
+                stderr=logfile, env=env, text=True, encoding="utf-8", bufsize=1, **child_options())
+        self._proc_ident = identity(self._proc.pid)
         self._lines = queue.Queue()
         threading.Thread(target=self._read, args=(self._proc, self._lines), name="lkseg-worker-reader",
                          daemon=True).start()
@@ -142,14 +174,18 @@ class WorkerClient:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        if proc.poll() is None:  # the whole tree: under a launcher the interpreter is its child
+            end_tree(tree([self._proc_ident]) or [], grace_s=0.5)
+            if proc.poll() is None:
+                proc.kill()
+        # only now close the pipes: closing stdout while the reader thread is blocked reading it would
+        # wait for that read, i.e. forever with a suspended worker
         for stream in (proc.stdin, proc.stdout):
             try:
                 if stream is not None:
                     stream.close()
             except OSError:
                 pass
-        if proc.poll() is None:
-            proc.kill()
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover
@@ -213,15 +249,30 @@ class WorkerClient:
                     path.unlink(missing_ok=True)
 
     def _wait(self, rid: str, progress: Progress | None, cancel_event: Any) -> dict:
-        cancel_sent = False
+        cancel_sent: float | None = None
+        started = last_heard = time.monotonic()
         while True:
+            now = time.monotonic()
             wanted = self._cancel_local.is_set() or (cancel_event is not None and cancel_event.is_set())
-            if wanted and not cancel_sent:  # also covers a cancel() that came before the request was sent
+            if wanted and cancel_sent is None:  # also covers a cancel() that came before the request was sent
                 self._send({"cmd": "cancel", "id": rid})
-                cancel_sent = True
+                cancel_sent = now
+            if cancel_sent is not None and now - cancel_sent > self.cancel_grace_s:
+                self._end_worker(f"did not confirm the cancel within {self.cancel_grace_s:g} s")
+                raise Cancelled()
+            if now - last_heard > self.heartbeat_timeout_s:
+                self._end_worker(f"sent nothing for {self.heartbeat_timeout_s:g} s (hung or suspended)")
+                raise WorkerError(f"the segmentation worker stopped answering for {self.heartbeat_timeout_s:g} s "
+                                  "(hung or suspended); it was ended and the next request starts a fresh one "
+                                  f"(log: {self.log_path})")
+            if self.request_timeout_s is not None and now - started > self.request_timeout_s:
+                self._end_worker(f"took longer than {self.request_timeout_s:g} s")
+                raise WorkerError(f"the segmentation took longer than {self.request_timeout_s:g} s and was stopped; "
+                                  "the next request starts a fresh worker")
             msg = self._next_message(0.1, "the segmentation worker died during the request")
             if msg is None:
                 continue
+            last_heard = time.monotonic()
             if msg.get("id") != rid:
                 log.debug("lkseg worker: ignoring %s", msg)
                 continue
@@ -240,14 +291,14 @@ class WorkerClient:
                 raise WorkerError(f"the segmentation worker failed: {text} (log: {self.log_path})")
 
     def cancel(self) -> None:
-        """Cancel the running request (thread-safe; does nothing when idle)."""
+        """Cancel the running request (thread-safe, returns at once; does nothing when idle). The thread
+        waiting in :meth:`segment` sends the cancel and, if the worker does not confirm it within
+        ``cancel_grace_s``, ends the worker, so that call raises :class:`Cancelled` soon in any case."""
         self._cancel_local.set()
-        rid = self._current
-        if rid is not None and self.alive:
-            try:
-                self._send({"cmd": "cancel", "id": rid})
-            except WorkerError:
-                pass
+
+    def _end_worker(self, why: str) -> None:
+        log.warning("lkseg worker %s %s; ending it", self.pid, why)
+        self._reap()
 
     def segment_async(self, image: Image, checkpoint: str | os.PathLike, on_done: Callable[[Any], None],
                       on_error: Callable[[BaseException], None], progress: Progress | None = None,

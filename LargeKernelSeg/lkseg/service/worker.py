@@ -29,6 +29,9 @@ from lkseg.service.wire import read_volume, write_volume
 
 log = logging.getLogger("lkseg.worker")
 
+#: seconds between the worker's heartbeat lines
+HEARTBEAT_S = 1.0
+
 
 class Worker:
     """Serves requests; ``out`` is the protocol stream (one JSON object per line)."""
@@ -50,9 +53,19 @@ class Worker:
             self.out.write(line + "\n")
             self.out.flush()
 
+    def _heartbeat(self) -> None:
+        """A line every HEARTBEAT_S, so a client can tell a busy worker from a hung or stopped one."""
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                self.send({"id": None, "event": "heartbeat"})
+            except (OSError, ValueError):
+                return
+
     def run(self, lines: IO[str]) -> int:
         """Read requests until ``shutdown`` or end of input (the client went away)."""
         self._thread.start()
+        threading.Thread(target=self._heartbeat, name="lkseg-worker-heartbeat", daemon=True).start()
         for raw in lines:
             raw = raw.strip()
             if not raw:

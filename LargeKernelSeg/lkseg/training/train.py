@@ -25,6 +25,7 @@ import torch
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.training.config import TrainConfig, build_parser, config_from_args
 from lkseg.training.ownership import claim_out_folder
+from lkseg.training.supervision import watch_from_env
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        best = train(config_from_args(args))
+        best = train(config_from_args(args), cancel=watch_from_env())  # a job's trainer dies with its supervisor
     except Cancelled as exc:
         print(f"lkseg.training: {exc}", file=sys.stderr)
         return 130
