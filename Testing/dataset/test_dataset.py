@@ -168,3 +168,19 @@ def test_check_finds_each_problem(tmp_path):
 def test_open_missing_dataset_says_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match="dataset add"):
         LocalDataset(tmp_path)
+
+
+def test_check_never_reads_outside_the_dataset(tmp_path):
+    import json
+
+    ds = LocalDataset.create(tmp_path / "ds", LIVER_SPLEEN)
+    secret = tmp_path / "secret_seg.nii.gz"
+    secret.write_bytes(b"not the dataset's")
+    data = json.loads((ds.root / "dataset.json").read_text())
+    data["training"] = [{"image": "../secret_0000.nii.gz", "label": "../secret_seg.nii.gz"},
+                        {"image": "../missing_0000.nii.gz", "label": "../../missing.nii.gz"}]
+    data["numTraining"] = 2
+    (ds.root / "dataset.json").write_text(json.dumps(data))
+    problems = ds.check()
+    assert sum("points outside the dataset folder" in p for p in problems) == 2, problems
+    assert not any("unreadable" in p or "missing file" in p for p in problems)

@@ -43,3 +43,22 @@ def test_temporary_keeps_the_format_suffix(tmp_path):
     with atomic_path(tmp_path / "labels.seg.nrrd") as tmp:
         assert tmp.name.endswith(".seg.nrrd") and tmp.parent == tmp_path
         tmp.write_bytes(b"x")
+
+
+def test_temporaries_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    from lkseg.utils.atomic import atomic_write_bytes
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    target = tmp_path / "labels.nii.gz"
+    stale = tmp_path / f".labels.nii.gz.{dead}.k2j3.nii.gz"
+    stale.write_bytes(b"")  # what a writer killed mid-write leaves behind
+    live = tmp_path / f".labels.nii.gz.{os.getpid()}.x1.nii.gz"  # a write in progress in this process
+    live.write_bytes(b"")
+    other = tmp_path / ".notes.txt.123.tmp"
+    other.write_bytes(b"")
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new" and not stale.exists() and live.exists() and other.exists()

@@ -34,7 +34,19 @@ def run(args: argparse.Namespace) -> int:
     bar = tqdm(total=config.steps or None, desc="fine-tuning", unit="step", file=sys.stderr,
                disable=not sys.stderr.isatty())
 
+    piped = {"last": 0.0}
+
     def progress(rec: dict) -> None:
+        if not sys.stderr.isatty():  # a log or a pipe: a line every 10 s and at each validation
+            import time
+
+            if rec.get("val_dice") is not None or time.monotonic() - piped["last"] >= 10.0:
+                piped["last"] = time.monotonic()
+                eta = f", about {rec['eta_s']:.0f} s left" if rec.get("eta_s") is not None else ""
+                val = f", validation Dice {rec['val_dice']:.3f}" if rec.get("val_dice") is not None else ""
+                loss = f"{rec['loss']:.4f}" if rec.get("loss") is not None else "-"
+                print(f"fine-tuning: step {rec.get('step')}/{rec.get('total_steps', '?')}, loss {loss}{val}{eta}",
+                      file=sys.stderr, flush=True)
         total = rec.get("total_steps")
         if total and total < 10**9 and bar.total != total:
             bar.total = total

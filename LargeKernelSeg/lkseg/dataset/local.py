@@ -239,6 +239,12 @@ class LocalDataset:
                 problems.append(f"malformed training entry {entry!r}")
                 continue
             case = _case_id_of(entry["label"])
+            outside = [rel for rel, p in ((entry["image"], img_path), (entry["label"], lab_path))
+                       if not p.is_relative_to(self.root.resolve())]
+            if outside:  # never read what the user did not put in the dataset
+                problems.append(f"case {case}: {', '.join(map(str, outside))} points outside the dataset folder; "
+                                "not read (cases must live in imagesTr/ and labelsTr/)")
+                continue
             listed |= {img_path, lab_path}
             missing = [p for p in (img_path, lab_path) if not p.is_file()]
             for p in missing:

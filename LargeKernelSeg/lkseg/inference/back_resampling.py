@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import logging
 
 import numpy as np
@@ -14,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes: int,
-                     slab_voxels: int = 2_000_000, method: str = "fast") -> np.ndarray:
+                     slab_voxels: int = 2_000_000, method: str = "fast",
+                     progress: Callable[[float], None] | None = None) -> np.ndarray:
     """Resample class probabilities (1, C, *grid.shape) onto ``source`` and take the argmax.
 
     The label of each input voxel is the argmax of the probabilities trilinearly interpolated at
@@ -24,7 +27,7 @@ def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes:
     so only points in cells whose corners disagree (near organ boundaries) are interpolated.
     Input voxels more than half a voxel outside the network grid (possible only after a
     foreground crop) are background. Returns a ``[k, j, i]`` uint8 array (uint16 above 255
-    classes) on the CPU.
+    classes) on the CPU. ``progress(fraction)`` is called after each slab.
     """
     if method not in ("fast", "full"):
         raise ValueError(f"method must be 'fast' or 'full', got {method!r}")
@@ -68,6 +71,8 @@ def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes:
             outside = ((idx < -0.5) | (idx > n_ijk - 0.5)).any(dim=-1)
             lab[outside] = 0
         labels[k0:k1] = lab.to("cpu").numpy().astype(dtype)
+        if progress is not None:
+            progress(k1 / sk)
     return labels
 
 

@@ -119,7 +119,9 @@ class Segmenter:
             timings["model"] = time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            labels = self._back_to_source(probs, prep, num_classes, notes)
+            lo, hi = _STAGES["model"], _STAGES["resample"]
+            labels = self._back_to_source(probs, prep, num_classes, notes,
+                                          lambda f: report(lo + (hi - lo) * f, "resample"))
             del probs
             timings["resample"] = time.perf_counter() - t0
             report(_STAGES["resample"], "resample")
@@ -154,16 +156,16 @@ class Segmenter:
             return prep
 
     def _back_to_source(self, probs: torch.Tensor, prep: Preprocessed, num_classes: int,
-                        notes: list[str]) -> np.ndarray:
+                        notes: list[str], progress: Callable[[float], None] | None = None) -> np.ndarray:
         probs = probs.to(self._resample_device())
         try:
-            return labels_on_source(probs, prep.grid, prep.source, num_classes)
+            return labels_on_source(probs, prep.grid, prep.source, num_classes, progress=progress)
         except Exception as exc:  # noqa: BLE001
             if probs.device.type == "cpu" or not is_oom(exc):
                 raise
             self._empty_cache()
             notes.append(f"out of memory while resampling back on {probs.device}: done on the CPU")
-            return labels_on_source(probs.cpu(), prep.grid, prep.source, num_classes)
+            return labels_on_source(probs.cpu(), prep.grid, prep.source, num_classes, progress=progress)
 
     def _predictor(self, tta: bool, num_classes: int, cancel: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
         flips: list[tuple[int, ...]] = [()] + ([(2,), (3,), (4,)] if tta else [])

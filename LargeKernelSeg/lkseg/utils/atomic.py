@@ -9,6 +9,7 @@ it replaces), not the 0600 that ``mkstemp`` creates.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "full_suffix", "fsync_dir"]
+__all__ = ["atomic_path", "remove_stale_temporaries", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "full_suffix", "fsync_dir"]
 
 #: multi-part suffixes that writers choosing a format by file name must see whole
 _COMPOUND_SUFFIXES = (".seg.nrrd", ".nii.gz")
@@ -50,6 +51,20 @@ def fsync_dir(folder: Path) -> None:
         pass
 
 
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove temporary files beside ``path`` left by writers that were killed mid-write (their pid,
+    part of the name, no longer runs): a kill leaves no visible damage, and this removes the rest."""
+    import psutil
+
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*{glob.escape(full_suffix(path))}"):
+        pid = tmp.name[len(path.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not psutil.pid_exists(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (same format suffix) to write to; when the block
@@ -57,7 +72,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     removed and ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=full_suffix(path), dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=full_suffix(path), dir=path.parent)
     os.close(fd)
     tmp = Path(name)
     try:
