@@ -26,13 +26,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"not allowed in CI: skipped {r.nodeid}: {r.longrepr}", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-#: real images the tests carry (Testing/Data/SOURCE.md says where they come from)
-DATA = REPO / "Testing" / "Data"
-SAMPLE_CT = REPO / "Resources" / "Data" / "sample_ct.nii.gz"
-DEFAULT_MODEL = REPO / "Resources" / "Models" / "default_model.safetensors"
+from repo_data import DATA, SAMPLE_CT
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 def _run(tmp_path: Path, reason: str, strict: bool) -> subprocess.CompletedProcess:
     shutil.copy(HERE / "conftest.py", tmp_path / "conftest.py")
+    shutil.copy(HERE / "repo_data.py", tmp_path / "repo_data.py")
     (tmp_path / "test_one.py").write_text(f"import pytest\n\ndef test_x():\n    pytest.skip({reason!r})\n")
     env = {**os.environ, "LKSEG_STRICT_SKIPS": "1" if strict else "0"}
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xvfb",

@@ -9,14 +9,24 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
-from lkseg.checkpoint.card import FORMAT_VERSION, InferenceSettings, ModelCard, Preprocessing, Provenance
-from lkseg.checkpoint.card import CheckpointError
-from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
-from lkseg.checkpoint.official import import_official
+from lkseg.checkpoint.card import (
+    FORMAT_VERSION,
+    CheckpointError,
+    InferenceSettings,
+    ModelCard,
+    Preprocessing,
+    Provenance,
+)
 from lkseg.checkpoint.labels import BTCV, FLARE21
+from lkseg.checkpoint.native import (
+    file_sha256,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
+from lkseg.checkpoint.official import import_official
 from lkseg.models import build_model, get_spec, list_models
+from safetensors.torch import save_file
 
 THRESHOLDS = [0.0, 1.0, 2.0, 3.0]  # FLARE21: 4 labels
 

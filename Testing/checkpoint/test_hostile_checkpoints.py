@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from lkseg.checkpoint.card import CheckpointError
-from lkseg.checkpoint.native import CARD_KEY, DIGEST_KEY, load_checkpoint, read_card, save_checkpoint
+from lkseg.checkpoint.native import (
+    CARD_KEY,
+    DIGEST_KEY,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
 from lkseg.cli import main
 from lkseg.models.registry import build_model
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 
 def _small_uxnet(tmp_path: Path, threshold_card) -> Path:

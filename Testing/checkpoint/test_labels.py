@@ -3,9 +3,17 @@
 import json
 
 import pytest
-
+from lkseg.checkpoint.labels import (
+    AMOS,
+    BTCV,
+    FLARE21,
+    Code,
+    Label,
+    LabelError,
+    LabelTable,
+    get_table,
+)
 from lkseg.errors import LkSegError
-from lkseg.checkpoint.labels import AMOS, BTCV, FLARE21, Code, Label, LabelError, LabelTable, get_table
 
 SCT_ORGAN = Code("SCT", "123037004", "Anatomical Structure")
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lkseg.cli import main
 from lkseg.io.image import Image
 from lkseg.io.imageio import write_image

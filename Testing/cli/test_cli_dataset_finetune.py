@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.checkpoint.native import file_sha256, read_card, save_checkpoint
 from lkseg.cli import main
-from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 from lkseg.models.registry import build_model
-
-from conftest import DATA, SAMPLE_CT
+from repo_data import DATA, SAMPLE_CT
 
 CT = SAMPLE_CT
 SEG = DATA / "totalsegmentator" / "example_seg.nii.gz"  # model-made labels (TotalSegmentator), not ground truth

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import DATA, SAMPLE_CT
 from lkseg.evaluation.metrics import dice
 from lkseg.io.imageio import read_image
+from repo_data import DATA, SAMPLE_CT
 
 #: our label value -> (TotalSegmentator value, Dice floor); the model reached 0.61, 0.63, 0.40, 0.38, 0.51
 ORGANS = {1: ("liver", 5, 0.55), 2: ("spleen", 1, 0.55), 3: ("right kidney", 2, 0.30), 4: ("left kidney", 3, 0.30),

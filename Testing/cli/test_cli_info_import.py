@@ -6,11 +6,15 @@ import subprocess
 import sys
 
 import torch
-
 from lkseg.checkpoint.card import ModelCard
-from lkseg.checkpoint.native import file_sha256, load_checkpoint, read_card, save_checkpoint
-from lkseg.cli import main
 from lkseg.checkpoint.labels import FLARE21
+from lkseg.checkpoint.native import (
+    file_sha256,
+    load_checkpoint,
+    read_card,
+    save_checkpoint,
+)
+from lkseg.cli import main
 
 CARD = {"architecture": "threshold-test", "hyperparameters": {"thresholds": [0.0, 1.0, 2.0, 3.0]},
         "in_channels": 1, "labels": "flare21", "preprocessing": {"spacing": [1.0, 1.0, 1.2]},

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
+from lkseg.checkpoint.labels import Code, Label, LabelTable
 from lkseg.dataset.files import DatasetError, read_nifti
 from lkseg.dataset.local import LocalDataset
 from lkseg.io.image import Image
-from lkseg.checkpoint.labels import Code, Label, LabelTable
 
 ORGAN = Code("SCT", "123037004", "Anatomical Structure")
 

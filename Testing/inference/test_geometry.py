@@ -12,12 +12,11 @@ import itertools
 
 import numpy as np
 import pytest
-
-from conftest import SAMPLE_CT
+from lkseg.evaluation.metrics import dice
+from lkseg.inference.segmenter import Segmenter
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image
-from lkseg.inference.segmenter import Segmenter
-from lkseg.evaluation.metrics import dice
+from repo_data import SAMPLE_CT
 
 
 def random_rotation(rng: np.random.Generator, reflect: bool) -> np.ndarray:
@@ -131,9 +130,8 @@ def test_network_tensor_has_monai_layout(threshold_card) -> None:
     """At the input's spacing our network tensor equals MONAI's LoadImage + Orientation("RAS")
     tensor voxel for voxel, so weights trained with MONAI pipelines see the same axes."""
     import torch
-    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
-
     from lkseg.preprocessing.pipeline import preprocess
+    from monai.transforms import EnsureChannelFirst, LoadImage, Orientation
 
     path = SAMPLE_CT
     _, card = threshold_card(spacing=None)
@@ -149,9 +147,8 @@ def test_fast_back_resampling_equals_full_interpolation(seed: int) -> None:
     """Interpolating only where neighbouring network labels disagree gives the full result exactly."""
     import torch
     import torch.nn.functional as F
-
-    from lkseg.preprocessing.spatial import Grid, network_grid
     from lkseg.inference.back_resampling import labels_on_source
+    from lkseg.preprocessing.spatial import Grid, network_grid
 
     rng = np.random.default_rng(seed)
     source = Grid((23, 31, 27), Image(np.zeros((23, 31, 27)), rng.uniform(0.7, 2.0, 3), rng.uniform(-9, 9, 3),
@@ -167,3 +164,5 @@ def test_fast_back_resampling_equals_full_interpolation(seed: int) -> None:
     full = labels_on_source(probs, grid, source, 5, method="full")
     assert len(np.unique(full)) >= 3
     np.testing.assert_array_equal(fast, full)
+    # slab by slab (a few input slices at a time) the full interpolation gives the same labels
+    np.testing.assert_array_equal(labels_on_source(probs, grid, source, 5, method="full", slab_voxels=2000), full)

@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from lkseg.errors import Cancelled, LkSegError
-from lkseg.io.image import Image
-from lkseg.io.imageio import read_image, write_image
 from lkseg.inference.segmenter import Segmenter, segment_file
 from lkseg.inference.sliding_window import SlidingWindow, gaussian_map, window_starts
+from lkseg.io.image import Image
+from lkseg.io.imageio import read_image, write_image
 
 
 def ball_image(n: int = 40, extra_blob: bool = False) -> Image:

@@ -9,7 +9,6 @@ import itertools
 
 import numpy as np
 import pytest
-
 from lkseg.inference.segmenter import Segmenter
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image, write_image

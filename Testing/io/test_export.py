@@ -9,12 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
+from lkseg.checkpoint.labels import BTCV, Code, Label, LabelTable
 from lkseg.errors import LkSegError
-from lkseg.io.export import organ_volumes, overlay_png, terminology_tag, write_labels, write_volumes
+from lkseg.io.export import (
+    organ_volumes,
+    overlay_png,
+    terminology_tag,
+    write_labels,
+    write_volumes,
+)
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image
-from lkseg.checkpoint.labels import BTCV, Code, Label, LabelTable
 
 
 def labelled(dtype=np.uint8) -> Image:
@@ -132,3 +137,18 @@ def test_overlay_png(tmp_path: Path) -> None:
     assert rgba.shape[0] > 100 and rgba.shape[1] > 300
     # the liver colour shows up (blended over grey)
     assert (np.abs(rgba[..., 0] - rgba[..., 2]) > 0.05).any()
+
+
+def test_seg_nrrd_label_values_of_a_table_with_gaps(tmp_path: Path) -> None:
+    """Segment label values are the table's values, not positions (BTCV's 1..13 cannot tell them apart)."""
+    import nrrd
+
+    table = LabelTable([Label(3, "right kidney", (10, 20, 30)), Label(7, "liver", (200, 100, 50))], name="gaps")
+    arr = np.zeros((5, 6, 7), np.uint8)
+    arr[1:3, 1:4, 1:5] = 7
+    arr[3:5, 4:6, 0:2] = 3
+    image = Image(arr, (1.0, 1.5, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    data, header = nrrd.read(str(write_labels(image, table, tmp_path / "gaps.seg.nrrd")))
+    by_name = {header[f"Segment{n}_Name"]: int(header[f"Segment{n}_LabelValue"]) for n in range(2)}
+    assert by_name == {"right kidney": 3, "liver": 7}
+    np.testing.assert_array_equal(data.transpose(2, 1, 0), arr)

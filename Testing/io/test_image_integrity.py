@@ -8,13 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_CT
 from lkseg.cli import main
 from lkseg.errors import LkSegError
 from lkseg.inference.segmenter import Segmenter
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image, write_image
 from lkseg.io.integrity import IncompleteFileError
+from repo_data import SAMPLE_CT
 
 
 def test_a_truncated_gzip_nifti_is_refused_everywhere(tmp_path, threshold_checkpoint, capsys):

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from lkseg.errors import LkSegError
 from lkseg.io.image import Image
 from lkseg.io.imageio import ImageReadError, from_sitk, read_image, to_sitk, write_image

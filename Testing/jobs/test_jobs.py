@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lkseg import jobs
 from lkseg.cli import main as cli_main
 from lkseg.errors import LkSegError
@@ -145,9 +144,9 @@ def test_foreign_folder_is_refused(tmp_path: Path) -> None:
 
 
 def _tiny_dataset(root: Path):
+    from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
     from lkseg.dataset.local import LocalDataset
     from lkseg.io.image import Image
-    from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Label, LabelTable
 
     table = LabelTable([Label(1, "liver", (220, 130, 100), ANATOMICAL_STRUCTURE, None),
                         Label(2, "spleen", (157, 108, 162), ANATOMICAL_STRUCTURE, None)], name="two organs")

@@ -7,12 +7,10 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from reference_shapes import load_reference
-
 from lkseg.models.deform_conv import DeformConvPack3d, deform_conv3d_depthwise
 from lkseg.models.deformuxnet import DeformUXNet
 from lkseg.models.registry import build_model, count_parameters, get_spec
-
+from reference_shapes import load_reference
 
 
 def _reference(name: str) -> tuple[int, dict[str, tuple[int, ...]]]:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reference_shapes import load_reference
-
 from lkseg.errors import LkSegError
-from lkseg.models.mednext import (MedNeXt, lkseg_to_monai, monai_to_lkseg, official_to_lkseg,
-                                  strip_deep_supervision)
+from lkseg.models.mednext import (
+    MedNeXt,
+    lkseg_to_monai,
+    monai_to_lkseg,
+    official_to_lkseg,
+    strip_deep_supervision,
+)
 from lkseg.models.registry import build_model, count_parameters, get_spec
 from lkseg.models.upkern import UpKernError, upkern_from, upkern_state_dict
+from reference_shapes import load_reference
 
 CONFIGS = [(size, k, ds) for size in "sbml" for k in (3, 5) for ds in (False, True)]
 

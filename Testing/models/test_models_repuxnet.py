@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from lkseg.models import build_model, count_parameters
 from lkseg.models.repuxnet import RepUXBlock, RepUXNet, bayesian_frequency_matrix
 from reference_shapes import load_reference

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from lkseg.models import build_model, count_parameters, get_spec, list_models
 from lkseg.errors import LkSegError
+from lkseg.models import build_model, count_parameters, get_spec, list_models
 from lkseg.models.blocks import InputSizeError
 from lkseg.models.uxnet import UXNet
 from reference_shapes import load_reference
-
 
 
 @pytest.mark.parametrize("name,out", [("uxnet3d", 14), ("uxnet3d_out5", 5), ("uxnet3d_out16", 16)])

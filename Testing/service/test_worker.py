@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lkseg.checkpoint.native import save_checkpoint
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.io.image import Image

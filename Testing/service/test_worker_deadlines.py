@@ -13,11 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lkseg.checkpoint.native import save_checkpoint
 from lkseg.errors import Cancelled
 from lkseg.io.image import Image
-from lkseg.service.client import TMP_PREFIX, WorkerClient, WorkerError, remove_stale_folders
+from lkseg.service.client import (
+    TMP_PREFIX,
+    WorkerClient,
+    WorkerError,
+    remove_stale_folders,
+)
 
 
 @pytest.fixture

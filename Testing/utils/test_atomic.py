@@ -4,7 +4,6 @@ import json
 import os
 
 import pytest
-
 from lkseg.utils.atomic import atomic_path, atomic_write_json, full_suffix
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 
 import numpy as np
-
 from lkseg.inference.segmenter import Segmenter
 from lkseg.io.image import Image
 from lkseg.utils.progress import TerminalProgress
@@ -25,7 +24,6 @@ def test_piped_progress_prints_stage_lines_with_an_eta():
 
 def test_back_resampling_reports_its_own_progress(threshold_card):
     import torch
-
     from lkseg.inference.back_resampling import labels_on_source
     from lkseg.preprocessing.spatial import Grid
 

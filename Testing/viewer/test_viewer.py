@@ -4,6 +4,7 @@ pixels, brush strokes with undo/redo, export to a dataset, a real fine-tuning jo
 from __future__ import annotations
 
 import os
+
 import numpy as np
 import pytest
 
@@ -11,11 +12,10 @@ if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
         or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
     pytest.skip("no display: run the GUI tests under xvfb-run", allow_module_level=True)
 
-from PyQt5.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
-from PyQt5.QtGui import QColor, QDropEvent  # noqa: E402
-
 from lkseg.io.image import Image
 from lkseg.io.imageio import read_image, write_image
+from PyQt5.QtCore import QMimeData, QPointF, Qt, QTimer, QUrl  # noqa: E402
+from PyQt5.QtGui import QColor, QDropEvent  # noqa: E402
 
 pytestmark = pytest.mark.gui
 SHAPE = (6, 40, 48)  # k, j, i

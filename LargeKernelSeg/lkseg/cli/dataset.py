@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    from lkseg.dataset.local import LocalDataset, load_label_table
+    from lkseg.dataset.label_tables import load_label_table
+    from lkseg.dataset.local import LocalDataset
     from lkseg.io.imageio import read_image
 
     if args.checkpoint is not None:

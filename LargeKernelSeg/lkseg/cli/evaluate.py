@@ -35,7 +35,7 @@ def _table(args: argparse.Namespace, segmenter: Any) -> Any:
     if segmenter is not None:
         return segmenter.table
     if args.labels:
-        from lkseg.dataset.local import load_label_table
+        from lkseg.dataset.label_tables import load_label_table
 
         return load_label_table(args.labels)
     return None

@@ -6,6 +6,7 @@ Stable entry points: ``lkseg.dataset.LocalDataset``, ``load_label_table``.
 """
 
 from lkseg.dataset.files import DatasetError, read_header
-from lkseg.dataset.local import LocalDataset, load_label_table
+from lkseg.dataset.label_tables import load_label_table
+from lkseg.dataset.local import LocalDataset
 
 __all__ = ["DatasetError", "LocalDataset", "load_label_table", "read_header"]

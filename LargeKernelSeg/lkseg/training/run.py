@@ -100,7 +100,7 @@ class Run:
     def _build_model(self) -> None:
         from lkseg import checkpoint as ck
         from lkseg.checkpoint import card as cardmod
-        from lkseg.dataset.local import load_label_table
+        from lkseg.dataset.label_tables import load_label_table
 
         cfg = self.cfg
         self.parent_sha = None
