@@ -111,7 +111,7 @@ def test_cancel_kills_the_tree_then_resume_then_sigkill_is_failed(tmp_path: Path
     _wait_for(lambda: (job / "grandchild.pid").is_file())
     os.killpg(resumed["pid"], signal.SIGKILL)  # the whole job dies without a word (OOM killer, reboot)
     _wait_for(lambda: _gone(resumed["pid"]), timeout=5)
-    failed = jobs.job_status(job)
+    failed = _wait(job, ("failed",), timeout=10)  # once the trainer (killed with it) is gone too
     assert failed["state"] == "failed" and "hello from the job" in failed["error"]
     assert "ended without reporting" in failed["error"]
     assert json.loads((job / "status.json").read_text())["state"] == "failed"  # recorded, not just reported
