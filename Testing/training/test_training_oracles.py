@@ -221,15 +221,17 @@ CRASH_AT, SAVE_EVERY = 7, 5
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(peak_run, tmp_path):
     """Run B, with its own out folder and resume state every SAVE_EVERY steps (A: only at the end),
     is interrupted twice: a crash at step CRASH_AT (steps after the last periodic save are lost and
-    redone), then a cancel two steps after A's best validation (where the run allows), between two validations, so that
-    the resumed part must know the best score so far (a lost one makes the next, lower score best)."""
+    redone), then a cancel about two steps after A's best validation (where the run allows), between
+    two validations and off the periodic saves, so that the resumed part must know the best score so
+    far (a lost one makes the next, lower score best) and the cancel must save its own resume state."""
     ds, job_a = peak_run
     job_b = tmp_path / "job"
     cfg = peak_config(ds, job_b, checkpoint_every=SAVE_EVERY)
     best_step = torch.load(job_a / "checkpoints" / "resume.pt", weights_only=True)["best_step"]
     stop = min(max(best_step + 2, CRASH_AT + 1), STEPS - 4)  # after the crash, and the best where possible
-    stop += stop % 3 == 0  # between two validations
-    assert CRASH_AT < stop < STEPS and CRASH_AT % SAVE_EVERY and stop % 3
+    while stop % 3 == 0 or stop % SAVE_EVERY == 0:  # between two validations, not on a periodic save
+        stop += 1  # (on a periodic save, a cancel that forgot to save its resume state would go unseen)
+    assert CRASH_AT < stop < STEPS and CRASH_AT % SAVE_EVERY and stop % 3 and stop % SAVE_EVERY
 
     def resume_state() -> dict:
         return torch.load(job_b / "checkpoints" / "resume.pt", weights_only=True)
