@@ -41,9 +41,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "totalsegmentator-example"
-if not SOURCE.is_dir():
-    SOURCE = Path("/work/shared/data/totalsegmentator-example")
+SOURCE = REPO.parent / "shared" / "data" / "totalsegmentator-example"  # or --source
 
 #: our label (BTCV table name) <- TotalSegmentator "total" task name
 ORGANS = [("liver", "liver"), ("spleen", "spleen"), ("right kidney", "kidney_right"),

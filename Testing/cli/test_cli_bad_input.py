@@ -83,3 +83,30 @@ def test_a_full_disk_is_one_clear_line(ct, threshold_checkpoint, tmp_path, capsy
     assert "no space left on the device" in err and "Traceback" not in err
     assert not (tmp_path / "out.nii.gz").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left behind
+
+
+def test_info_refuses_a_card_that_does_not_fit_its_tensors(tmp_path, threshold_checkpoint, capsys):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(threshold_checkpoint), framework="pt") as f:
+        meta, state = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    for change, message in (({"architecture": "nosuch"}, "nosuch"),
+                            ({"hyperparameters": {"thresholds": [0.5, 1.5, 2.5]}}, "output channels")):
+        card = {**json.loads(meta["lkseg_card"]), **change}
+        if "hyperparameters" in change:  # three thresholds need four classes
+            card["labels"] = {"name": "x", "labels": [{"value": v, "name": f"o{v}"} for v in (1, 2, 3)]}
+        bad = tmp_path / "bad.safetensors"
+        save_file(state, str(bad), metadata={**meta, "lkseg_card": json.dumps(card)})
+        assert main(["info", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_models_and_jobs_refuse_impossible_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["models", "--out-channels", "0"])
+    (tmp_path / "f").write_text("not a folder")
+    assert main(["jobs", "list", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err

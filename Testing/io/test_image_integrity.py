@@ -95,3 +95,17 @@ def test_two_series_in_one_folder_say_which_was_read(tmp_path, example_data, cap
         image = read_image(folder)
     assert image.array.shape == (20, 512, 512)
     assert "holds 2 DICOM series" in caplog.text and "1.2.826.0.1.3680043.2.1125.99.1 (3 files)" in caplog.text
+
+
+def test_nan_voxels_in_a_nifti_file_are_not_read_as_zero(tmp_path, threshold_card):
+    """SimpleITK's NIfTI reader turns NaN/Inf into 0 (water) silently; lkseg reads them from the file."""
+    import nibabel as nib
+
+    arr = np.zeros((16, 16, 16), np.float32)
+    arr[4:12, 4:12, 4:12] = 1.0
+    arr[5, 6, 7], arr[0, 0, 0] = np.nan, np.inf  # nibabel order: (i, j, k)
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "holes.nii.gz"))
+    image = read_image(tmp_path / "holes.nii.gz")
+    assert np.isnan(image.array[7, 6, 5]) and np.isnan(image.array[0, 0, 0]) and np.isfinite(image.array).sum() == arr.size - 2
+    model, card = threshold_card(roi=(16, 16, 16))
+    assert any("NaN or infinite" in n for n in Segmenter(model, card, device="cpu").segment(image).notes)

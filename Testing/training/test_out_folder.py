@@ -52,3 +52,25 @@ def test_a_rerun_resumes_only_its_own_run(tmp_path):
         other = TrainConfig(**{**cfg.__dict__, **changed})
         with pytest.raises(LkSegError, match="holds another run"):
             claim_out_folder(other)
+
+
+def test_a_second_trainer_into_the_same_folder_is_refused(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from lkseg.utils.processes import identity
+
+    make_dataset(tmp_path / "ds")
+    cfg = TrainConfig(dataset=tmp_path / "ds", out=tmp_path / "job", checkpoint=threshold_checkpoint(tmp_path / "p.safetensors"),
+                      steps=2, device="cpu")
+    claim_out_folder(cfg)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a trainer already at work
+    try:
+        (tmp_path / "job" / "trainer.json").write_text(json.dumps(identity(other.pid)))
+        with pytest.raises(LkSegError, match="another trainer"):
+            claim_out_folder(cfg)
+    finally:
+        other.kill()
+        other.wait()
+    claim_out_folder(cfg)  # once it is gone, the run may resume

@@ -10,8 +10,8 @@ which turns them (plus a model card) into a native checkpoint. Every problem wit
 from __future__ import annotations
 
 import hashlib
-import math
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -269,6 +269,18 @@ def expected_shapes(card: ModelCard, source: str | os.PathLike = "model card") -
         raise CheckpointError(f"{source}: the card describes a network of {n:,} parameters (above "
                               f"{MAX_PARAMETERS:,}); is its configuration damaged?")
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def check_fits(path: str | os.PathLike) -> ModelCard:
+    """The card of ``path``, refused unless its network (built on the meta device) has exactly the
+    file's tensor keys and shapes: what ``lkseg info`` checks without reading any weights."""
+    path = Path(path)
+    metadata, shapes = _open_header(path)
+    card = _card_from_metadata(metadata, path)
+    expected = expected_shapes(card, path)
+    if expected is not None:
+        _compare(expected, {k: tuple(s) for k, (s, _) in shapes.items()}, card, path)
+    return card
 
 
 def _check_memory(shapes: dict[str, tuple[list[int], str]], source: Path) -> None:

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from lkseg.errors import LkSegError
+from lkseg.utils.argtypes import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--card", type=Path, help="model card JSON; 'labels' may name a built-in table (btcv, amos, flare21)")
     p.add_argument("--architecture", help="registered architecture (instead of --card), e.g. uxnet")
     p.add_argument("--labels", help="label table (with --architecture): btcv, amos, flare21 or a JSON file")
-    p.add_argument("--in-channels", type=int, default=1, help="input channels (with --architecture; default 1)")
+    p.add_argument("--in-channels", type=positive_int, default=1, help="input channels (with --architecture; default 1)")
     p.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
                    help="hyper-parameter (with --architecture; repeatable; VALUE as JSON or plain text), "
                         "e.g. --hp size=M --hp kernel_size=5")

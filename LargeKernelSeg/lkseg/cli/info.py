@@ -44,15 +44,17 @@ def _parameter_count(card) -> int | None:
 def run(args: argparse.Namespace) -> int:
     from lkseg.checkpoint.native import (
         DIGEST_KEY,
+        check_fits,
         file_sha256,
         load_checkpoint,
-        read_card,
-        read_metadata as metadata,
         tensor_shapes,
+    )
+    from lkseg.checkpoint.native import (
+        read_metadata as metadata,
     )
 
     path: Path = args.checkpoint
-    card = read_card(path)
+    card = check_fits(path)  # an unknown architecture or a card that does not fit its tensors is an error
     if args.check:
         load_checkpoint(path)  # refuses a digest mismatch, non-finite weights, wrong shapes
     if args.json:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from lkseg.errors import LkSegError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("jobs", help="list, inspect, cancel or resume background fine-tuning jobs")
@@ -43,6 +45,8 @@ def _list(args: argparse.Namespace) -> int:
     from lkseg import jobs
 
     root = args.root or jobs.default_root()
+    if root is not None and Path(root).exists() and not Path(root).is_dir():
+        raise LkSegError(f"{root} is a file; give the folder that holds job folders")
     found = jobs.list_jobs(root)
     if not found:
         print(f"no jobs under {root}")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from lkseg.utils.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the registered networks and their parameter counts")
-    p.add_argument("--in-channels", type=int, default=1)
-    p.add_argument("--out-channels", type=int, default=14, help="classes including background (default 14, BTCV)")
+    p.add_argument("--in-channels", type=positive_int, default=1)
+    p.add_argument("--out-channels", type=positive_int, default=14, help="classes including background (default 14, BTCV)")
     p.add_argument("--forward", action="store_true",
                    help="also run one forward pass of a small configuration on random data")
     p.set_defaults(func=run)

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from lkseg.errors import LkSegError
 from lkseg.io.image import Image
-from lkseg.io.integrity import check_file_complete, check_slice_spacing
+from lkseg.io.integrity import check_file_complete, check_slice_spacing, nifti_non_finite
 from lkseg.utils.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,14 @@ def read_image(path: str | Path) -> Image:
             f"{path}: could not be read as an image ({_first_line(exc)}); check that the file is a "
             "complete NIfTI, NRRD, MHA or DICOM file"
         ) from exc
-    return from_sitk(img, path)
+    image = from_sitk(img, path)
+    bad = nifti_non_finite(path)
+    if bad is not None and bad.shape == image.array.shape:  # put back what the reader turned into 0
+        array = image.array.astype(np.float32, copy=True)
+        array[bad] = np.nan
+        log.warning("%s: %d voxels are NaN or infinite in the file", path, int(bad.sum()))
+        image = image.with_array(array)
+    return image
 
 
 def _first_line(exc: BaseException) -> str:

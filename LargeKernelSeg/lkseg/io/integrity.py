@@ -76,6 +76,34 @@ def check_file_complete(path: Path) -> None:
                                   f"{needed:,}; the file is truncated. Use a complete copy of the image")
 
 
+def nifti_non_finite(path: Path) -> np.ndarray | None:
+    """Where a float NIfTI file holds NaN/Inf ([k, j, i] mask), read from the file itself: SimpleITK's
+    NIfTI reader turns them into 0 (water, not background) without a word. None when there are none."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return None
+    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        head = fh.read(348)
+        for order in ("<", ">"):
+            if struct.unpack(order + "i", head[:4])[0] == 348:
+                break
+        else:
+            return None
+        dims = struct.unpack(order + "8h", head[40:56])
+        datatype = struct.unpack(order + "h", head[70:72])[0]
+        dtype = {16: "f4", 64: "f8"}.get(datatype)
+        if dtype is None or dims[0] < 3 or any(d > 1 for d in dims[4:1 + dims[0]]):
+            return None
+        offset = int(struct.unpack(order + "f", head[108:112])[0])
+        fh.read(max(offset, 352) - 348)
+        n = dims[1] * dims[2] * dims[3]
+        data = np.frombuffer(fh.read(n * int(dtype[1])), dtype=order + dtype)
+    if data.size != n:
+        return None
+    bad = ~np.isfinite(data)
+    return bad.reshape(dims[3], dims[2], dims[1]) if bad.any() else None
+
+
 def finite_voxels(image: Image) -> tuple[Image, str | None]:
     """Replace NaN/Inf voxels by the smallest finite value (background-like, never an organ's intensity)
     and say so; refuse an image with no finite voxel at all."""

@@ -10,14 +10,16 @@ trained from is never inside the folder the run writes.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from lkseg.errors import LkSegError
 from lkseg.utils.atomic import atomic_write_json
+from lkseg.utils.processes import alive, identity
 
 RECORD = "run.json"
+#: the trainer writing into the folder now (pid and creation time); a second one is refused
+LOCK = "trainer.json"
 #: what a run writes into its folder; any of them without a run.json means someone else's results
 RUN_OUTPUTS = ("checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/resume.pt",
                "progress.jsonl")
@@ -44,6 +46,7 @@ def claim_out_folder(cfg: Any, write: bool = True) -> None:
         if out == src.parent or out in src.parents:
             raise LkSegError(f"--checkpoint {cfg.checkpoint} lies inside --out {cfg.out}, which the run writes; "
                              "fine-tune into a new --out folder (or copy the checkpoint out first)")
+    _refuse_second_trainer(out)
     wanted = source_of(cfg)
     record = out / RECORD
     if record.is_file():
@@ -64,7 +67,33 @@ def claim_out_folder(cfg: Any, write: bool = True) -> None:
         atomic_write_json(record, wanted)
 
 
+def hold_out_folder(cfg: Any) -> Path:
+    """Record this process as the folder's trainer (released by :func:`release_out_folder`)."""
+    lock = Path(cfg.out).expanduser().resolve() / LOCK
+    atomic_write_json(lock, identity())
+    return lock
+
+
+def release_out_folder(lock: Path) -> None:
+    me = identity()
+    try:
+        if json.loads(lock.read_text(encoding="utf-8")) == me:
+            lock.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def _refuse_second_trainer(out: Path) -> None:
+    try:
+        holder = json.loads((out / LOCK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if isinstance(holder, dict) and holder != identity() and alive(holder):
+        raise LkSegError(f"another trainer (pid {holder.get('pid')}) is writing into {out}; wait for it, or cancel "
+                         f"it (lkseg jobs cancel {out}) before starting another run there")
+
+
 def _describe(source: dict) -> str:
     what = (f"parent checkpoint sha256 {source['parent_sha256'][:12]}..." if source.get("parent_sha256")
             else f"architecture {source.get('architecture')}")
-    return f"{what} on dataset {os.path.basename(str(source.get('dataset', '?')))}"
+    return f"{what} on dataset {source.get('dataset', '?')}"

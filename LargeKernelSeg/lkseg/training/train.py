@@ -24,7 +24,11 @@ import torch
 
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.training.config import TrainConfig, build_parser, config_from_args
-from lkseg.training.ownership import claim_out_folder
+from lkseg.training.ownership import (
+    claim_out_folder,
+    hold_out_folder,
+    release_out_folder,
+)
 from lkseg.training.supervision import watch_from_env
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,16 @@ def train(config: TrainConfig, progress: ProgressFn | None = None, cancel: Any =
     dist_info = setup_distributed(device.type)
     try:
         claim_out_folder(config, write=dist_info.is_main)
+        lock = hold_out_folder(config) if dist_info.is_main else None
         if device.type == "cuda" and dist_info.initialized:
             device = torch.device("cuda", dist_info.local_rank)
         from lkseg.training.run import Run
 
-        return Run(config, device, dist_info, progress, cancel).run()
+        try:
+            return Run(config, device, dist_info, progress, cancel).run()
+        finally:
+            if lock is not None:
+                release_out_folder(lock)
     finally:
         cleanup_distributed(dist_info)
 
