@@ -15,22 +15,13 @@ MODULE_DIR = Path(__file__).resolve().parents[2] / "LargeKernelSeg"
 sys.path.insert(0, str(MODULE_DIR))
 
 import LargeKernelSegLib as glue  # noqa: E402
+from geometry_cases import oblique_flipped_ijk_to_ras  # noqa: E402
 from lkseg.errors import Cancelled, LkSegError  # noqa: E402
 from lkseg.io.image import Image
 
 
-def _oblique_flipped_ijk_to_ras() -> np.ndarray:
-    """IJKToRAS with a 30 degree rotation about S, a flipped k axis and anisotropic spacing."""
-    a = np.deg2rad(30)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, -1.0]])
-    m = np.eye(4)
-    m[:3, :3] = rot @ np.diag([0.7, 0.9, 2.5])
-    m[:3, 3] = [-12.5, 30.0, 101.0]
-    return m
-
-
 def test_volume_arrays_to_image_and_back_is_identity():
-    m = _oblique_flipped_ijk_to_ras()
+    m = oblique_flipped_ijk_to_ras()
     array = np.random.default_rng(0).integers(0, 9, size=(5, 6, 7)).astype(np.int16)
     image = glue.image_from_volume_arrays(array, glue.numpy_to_vtk_matrix(m))
     # LPS geometry: the i axis points along RAS (cos, sin, 0) -> LPS (-cos, -sin, 0)

@@ -14,17 +14,8 @@ MODULE_DIR = Path(__file__).resolve().parents[2] / "LargeKernelSeg"
 sys.path.insert(0, str(MODULE_DIR))
 
 import LargeKernelSegLib as glue  # noqa: E402
+from geometry_cases import oblique_flipped_ijk_to_ras  # noqa: E402
 from lkseg.errors import Cancelled  # noqa: E402
-
-
-def _oblique_flipped_ijk_to_ras() -> np.ndarray:
-    """IJKToRAS with a 30 degree rotation about S, a flipped k axis and anisotropic spacing."""
-    a = np.deg2rad(30)
-    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, -1.0]])
-    m = np.eye(4)
-    m[:3, :3] = rot @ np.diag([0.7, 0.9, 2.5])
-    m[:3, 3] = [-12.5, 30.0, 101.0]
-    return m
 
 
 def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_checkpoint):
@@ -34,7 +25,7 @@ def test_background_task_runs_the_real_segmenter_off_the_main_thread(threshold_c
     from lkseg.checkpoint.native import read_card
     from lkseg.inference.segmenter import Segmenter
 
-    m = _oblique_flipped_ijk_to_ras()
+    m = oblique_flipped_ijk_to_ras()
     array = np.zeros((12, 20, 18), np.float32)
     array[2:6, 3:12, 4:10] = 1.0   # organ1 band (0.5 <= x < 1.5)
     array[7:11, 10:18, 8:16] = 2.0  # organ2 band
@@ -81,7 +72,7 @@ def test_corrected_masks_go_into_a_local_dataset(tmp_path):
     from lkseg.dataset.local import LocalDataset
 
     table = labels_mod.get_table("FLARE21")
-    m = _oblique_flipped_ijk_to_ras()
+    m = oblique_flipped_ijk_to_ras()
     image = glue.image_from_volume_arrays(np.random.default_rng(1).normal(size=(6, 7, 8)).astype(np.float32), m)
     specs = glue.segment_specs(table)
     masks = []
@@ -152,7 +143,7 @@ def test_background_task_drives_the_real_worker_process(threshold_checkpoint, mo
     from lkseg.service import client as worker_client
     # as inside Slicer: the child finds lkseg through PYTHONPATH set by the module's logic
     monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
-    m = _oblique_flipped_ijk_to_ras()
+    m = oblique_flipped_ijk_to_ras()
     array = np.zeros((10, 16, 14), np.float32)
     array[2:8, 3:12, 4:10] = 1.0
     array[4:6, 5:9, 5:8] = 2.0

@@ -26,6 +26,14 @@ from lkseg.models.registry import register
 LOGIT = 10.0
 
 
+def confident_logits(cls: torch.Tensor, out_channels: int, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Logits ``[B, C, *spatial]``: LOGIT x scale[c] for the class in ``cls`` (``[B, *spatial]``), 0 elsewhere."""
+    shape = (1, out_channels) + (1,) * (cls.dim() - 1)
+    channels = torch.arange(out_channels, device=cls.device).view(shape)
+    onehot = (cls.unsqueeze(1) == channels).to(dtype)
+    return onehot * (LOGIT * scale.to(dtype).view(shape))
+
+
 @register("threshold-test", paper_config={"thresholds": [0.5]}, small_config={"thresholds": [0.5]},
           description="test network: labels voxels by intensity band (output known exactly)", hidden=True)
 class ThresholdNet(nn.Module):
@@ -59,11 +67,7 @@ class ThresholdNet(nn.Module):
         return (v.unsqueeze(-1) >= self.thresholds).sum(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = self.classify(x)
-        shape = (1, self.out_channels) + (1,) * (x.dim() - 2)
-        channels = torch.arange(self.out_channels, device=x.device).view(shape)
-        onehot = (cls.unsqueeze(1) == channels).to(x.dtype)
-        return onehot * (LOGIT * self.scale.to(x.dtype).view(shape))
+        return confident_logits(self.classify(x), self.out_channels, self.scale, x.dtype)
 
 
 @register("edge-test", paper_config={"threshold": 0.5}, small_config={"threshold": 0.5},
@@ -96,8 +100,4 @@ class EdgeNet(nn.Module):
         return cls
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls = self.classify(x)
-        shape = (1, self.out_channels) + (1,) * (x.dim() - 2)
-        channels = torch.arange(self.out_channels, device=x.device).view(shape)
-        onehot = (cls.unsqueeze(1) == channels).to(x.dtype)
-        return onehot * (LOGIT * self.scale.to(x.dtype).view(shape))
+        return confident_logits(self.classify(x), self.out_channels, self.scale, x.dtype)
