@@ -1,5 +1,5 @@
 """Integrity of what is read: a truncated or damaged file, NaN/Inf voxels, a DICOM series with a missing
-slice, a folder holding two series. Each is refused or said out loud, never silently wrong."""
+slice (two series in one folder: test_imageio.py). Each is refused or said out loud, never silently wrong."""
 
 from __future__ import annotations
 
@@ -72,29 +72,6 @@ def test_a_dicom_series_with_a_missing_slice_is_refused(tmp_path, example_data):
         read_image(folder)
     shutil.copy(files[9], folder / files[9].name)
     assert read_image(folder).array.shape == (20, 512, 512)
-
-
-def test_two_series_in_one_folder_say_which_was_read(tmp_path, example_data, caplog):
-    import SimpleITK as sitk
-
-    folder = tmp_path / "mixed"
-    folder.mkdir()
-    for f in sorted((example_data / "example_ct_dicom").iterdir()):
-        shutil.copy(f, folder / f.name)
-    small = sitk.GetImageFromArray(np.full((3, 8, 8), 7, np.int16))
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    for z in range(3):
-        sl = small[:, :, z]
-        for tag, value in (("0020|000e", "1.2.826.0.1.3680043.2.1125.99.1"), ("0020|0013", str(z + 1)),
-                           ("0020|0032", f"0\\0\\{z}"), ("0008|0060", "CT")):
-            sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"other{z}.dcm"))
-        writer.Execute(sl)
-    with caplog.at_level(logging.WARNING):
-        image = read_image(folder)
-    assert image.array.shape == (20, 512, 512)
-    assert "holds 2 DICOM series" in caplog.text and "1.2.826.0.1.3680043.2.1125.99.1 (3 files)" in caplog.text
 
 
 def test_nan_voxels_in_a_nifti_file_are_not_read_as_zero(tmp_path, threshold_card):

@@ -94,7 +94,10 @@ def test_2d_and_4d_are_refused(tmp_path: Path) -> None:
         read_image(tmp_path / "series.nii.gz")
 
 
-def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, example_data: Path) -> None:
+def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, example_data: Path, caplog) -> None:
+    """...and says which one it read, naming the other."""
+    import logging
+
     import shutil
 
     folder = tmp_path / "mixed"
@@ -114,5 +117,7 @@ def test_dicom_folder_with_two_series_reads_the_larger(tmp_path: Path, example_d
         writer.SetFileName(str(folder / f"other_{z}.dcm"))
         writer.Execute(sl)
     assert len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))) == 2
-    img = read_image(folder)
+    with caplog.at_level(logging.WARNING):
+        img = read_image(folder)
     assert img.size_ijk == (512, 512, 20)
+    assert "holds 2 DICOM series" in caplog.text and "1.2.826.0.1.3680043.2.1125.99.1 (3 files)" in caplog.text

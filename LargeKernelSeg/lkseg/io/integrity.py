@@ -42,20 +42,31 @@ def _gzip_length(path: Path) -> int:
     return n
 
 
-def _nifti_needed_bytes(header: bytes) -> int | None:
-    """Bytes a NIfTI-1/2 file must hold (data offset + voxel data), from its header; None if not NIfTI."""
+def _nifti_header(header: bytes) -> tuple[str, tuple[int, ...], int, int, int] | None:
+    """(byte order, dim[0..7], datatype, bitpix, data offset) of a NIfTI-1 or NIfTI-2 header; None if not NIfTI."""
     for order in ("<", ">"):
         if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            dims = struct.unpack(order + "8h", header[40:56])
-            bitpix = struct.unpack(order + "h", header[72:74])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
-            return max(offset, 352) + math.prod(max(1, d) for d in dims[1:1 + max(1, min(dims[0], 7))]) * bitpix // 8
+            return (order, struct.unpack(order + "8h", header[40:56]), struct.unpack(order + "h", header[70:72])[0],
+                    struct.unpack(order + "h", header[72:74])[0], max(int(struct.unpack(order + "f", header[108:112])[0]), 352))
         if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            dims = struct.unpack(order + "8q", header[16:80])
-            bitpix = struct.unpack(order + "h", header[14:16])[0]
-            offset = struct.unpack(order + "q", header[168:176])[0]
-            return max(offset, 544) + math.prod(max(1, d) for d in dims[1:1 + max(1, min(dims[0], 7))]) * bitpix // 8
+            return (order, struct.unpack(order + "8q", header[16:80]), struct.unpack(order + "h", header[12:14])[0],
+                    struct.unpack(order + "h", header[14:16])[0], max(struct.unpack(order + "q", header[168:176])[0], 544))
     return None
+
+
+def _nifti_needed_bytes(header: bytes) -> int | None:
+    """Bytes a NIfTI-1/2 file must hold (data offset + voxel data), from its header; None if not NIfTI."""
+    parsed = _nifti_header(header)
+    if parsed is None:
+        return None
+    _, dims, _, bitpix, offset = parsed
+    return offset + math.prod(max(1, d) for d in dims[1:1 + max(1, min(dims[0], 7))]) * bitpix // 8
+
+
+def _open_maybe_gzipped(path: Path):
+    with open(path, "rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
 def check_file_complete(path: Path) -> None:
@@ -81,21 +92,15 @@ def nifti_non_finite(path: Path) -> np.ndarray | None:
     NIfTI reader turns them into 0 (water, not background) without a word. None when there are none."""
     if not path.name.lower().endswith((".nii", ".nii.gz")):
         return None
-    opener = gzip.open if path.read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(path, "rb") as fh:
-        head = fh.read(348)
-        for order in ("<", ">"):
-            if struct.unpack(order + "i", head[:4])[0] == 348:
-                break
-        else:
+    with _open_maybe_gzipped(path) as fh:
+        parsed = _nifti_header(fh.read(540))
+        if parsed is None:
             return None
-        dims = struct.unpack(order + "8h", head[40:56])
-        datatype = struct.unpack(order + "h", head[70:72])[0]
+        order, dims, datatype, _, offset = parsed
         dtype = {16: "f4", 64: "f8"}.get(datatype)
         if dtype is None or dims[0] < 3 or any(d > 1 for d in dims[4:1 + dims[0]]):
             return None
-        offset = int(struct.unpack(order + "f", head[108:112])[0])
-        fh.read(max(offset, 352) - 348)
+        fh.seek(offset)
         n = dims[1] * dims[2] * dims[3]
         data = np.frombuffer(fh.read(n * int(dtype[1])), dtype=order + dtype)
     if data.size != n:
