@@ -18,6 +18,7 @@ CORE_LAYERS: dict[str, set[str]] = {
     "checkpoint": {"root", "errors", "utils", "models"},
     "preprocessing": {"errors", "utils", "io"},
     "evaluation": {"errors", "utils", "io"},
+    "dicom": {"root", "errors", "utils", "io", "checkpoint"},
     "inference": {"errors", "utils", "io", "models", "checkpoint", "preprocessing"},
     "dataset": {"errors", "utils", "io", "checkpoint"},
     "jobs": {"errors", "utils"},

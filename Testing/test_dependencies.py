@@ -12,7 +12,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 #: import name -> distribution name, where they differ
-DISTRIBUTION = {"PIL": "pillow", "vtkmodules": "vtk", "nrrd": "pynrrd", "pytestqt": "pytest-qt", "yaml": "pyyaml",
+DISTRIBUTION = {"PIL": "pillow", "dicomweb_client": "dicomweb-client", "vtkmodules": "vtk", "nrrd": "pynrrd", "pytestqt": "pytest-qt", "yaml": "pyyaml",
                 "SimpleITK": "simpleitk", "PyQt5": "pyqt5"}
 #: provided by 3D Slicer, or the project's own top-level names
 NOT_ON_PYPI = {"slicer", "qt", "ctk", "vtkSegmentationCorePython", "PythonQt", "mrml", "sitkUtils", "DICOMLib",

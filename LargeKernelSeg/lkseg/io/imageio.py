@@ -65,7 +65,8 @@ def from_sitk(img: sitk.Image, source: str | Path = "the image") -> Image:
     return Image(array, img.GetSpacing(), img.GetOrigin(), direction)
 
 
-def _dicom_series(folder: Path) -> list[str]:
+def dicom_series_files(folder: Path) -> list[str]:
+    """The files of the largest DICOM series in ``folder`` in GDCM's geometric order (slice k = file k)."""
     reader_ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)) or ()
     best: list[str] = []
     counts = {}
@@ -91,7 +92,7 @@ def read_image(path: str | Path) -> Image:
     if not path.exists():
         raise ImageReadError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = _dicom_series(path)
+        files = dicom_series_files(path)
         if not files:
             raise ImageReadError(
                 f"{path}: is a folder without a readable DICOM series; pass an image file "

@@ -1,0 +1,66 @@
+"""DICOM series for the tests, made from the bundled TotalSegmentator series (Testing/Data, CC BY 4.0).
+
+The bundled series was anonymised down to empty Study/Series/SOP Instance UIDs, which no DICOM
+SEG can refer to (and which :func:`lkseg.dicom.load_source_series` refuses). :func:`valid_series`
+writes a copy with UIDs filled in; :func:`oblique_series` and :func:`reversed_series` also change
+the geometry tags (pixel data untouched) to make an oblique series and one whose file order runs
+against the slice normal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.uid import generate_uid
+
+from repo_data import DATA
+
+SERIES = DATA / "totalsegmentator" / "example_ct_dicom"
+
+
+def _sorted_datasets() -> list[pydicom.Dataset]:
+    datasets = [pydicom.dcmread(f) for f in sorted(SERIES.iterdir())]
+    return sorted(datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))
+
+
+def _write(datasets: list[pydicom.Dataset], folder: Path, tag: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame = (generate_uid(entropy_srcs=[tag, what]) for what in ("study", "series", "frame"))
+    for index, ds in enumerate(datasets):
+        uid = generate_uid(entropy_srcs=[tag, str(index)])
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.PatientID, ds.PatientName, ds.SeriesNumber, ds.StudyID = "LKSEG-TEST", "Test^Lkseg", 3, "1"
+        ds.AccessionNumber = "A1"
+        ds.save_as(folder / f"{index:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def valid_series(folder: Path) -> Path:
+    """The bundled series with UIDs (512x512x20, axial, 2 mm apart)."""
+    return _write(_sorted_datasets(), folder, "valid")
+
+
+def oblique_series(folder: Path, degrees: float = 20.0) -> Path:
+    """The bundled pixels on slices tilted by ``degrees`` about the left-right axis (and the origin moved)."""
+    a = np.deg2rad(degrees)
+    row, col = np.array([1.0, 0.0, 0.0]), np.array([0.0, np.cos(a), np.sin(a)])
+    normal = np.cross(row, col)
+    datasets = _sorted_datasets()
+    origin = np.array([-120.3, -80.7, 40.2])
+    for k, ds in enumerate(datasets):
+        ds.ImageOrientationPatient = [float(round(v, 6)) for v in (*row, *col)]
+        ds.ImagePositionPatient = [float(round(v, 6)) for v in origin + 2.0 * k * normal]
+    return _write(datasets, folder, f"oblique{degrees}")
+
+
+def reversed_series(folder: Path) -> Path:
+    """The bundled pixels with the column direction flipped, so the slice normal points to the feet and
+    GDCM's geometric order is the reverse of the files' table order."""
+    datasets = _sorted_datasets()
+    for ds in datasets:
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
+    return _write(datasets, folder, "reversed")
