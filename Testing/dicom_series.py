@@ -9,10 +9,15 @@ against the slice normal.
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import pytest
+from lkseg.io.imageio import read_image, write_image
 from pydicom.uid import generate_uid
 
 from repo_data import DATA
@@ -64,3 +69,57 @@ def reversed_series(folder: Path) -> Path:
     for ds in datasets:
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, -1.0, 0.0]
     return _write(datasets, folder, "reversed")
+
+
+def organ_blocks(shape: tuple[int, int, int]) -> np.ndarray:
+    """A label map in BTCV values: spleen (1) and right kidney (2) blocks, left kidney (3) one voxel in a
+    corner, liver (6) touching the last slice; asymmetric in every axis so a flip or shift shows."""
+    labels = np.zeros(shape, np.uint8)
+    labels[2:10, 100:200, 120:210] = 1
+    labels[5:15, 300:400, 250:300] = 2
+    labels[0, 0, 0] = 3
+    labels[12:, 40:90, 400:480] = 6
+    return labels
+
+
+def tool(name: str) -> str:
+    """The path of an external DICOM tool, or a skip that says how to install it (CI forbids such skips)."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"needs {name} (dciodvfy: apt install dicom3tools; dcmqi: pip install -e '.[dev]')")
+    return path
+
+
+def dcmqi_metadata(segments: list[dict]) -> dict:
+    anatomy = {"CodeValue": "123037004", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Anatomical Structure"}
+    return {"ContentCreatorName": "Reader^One", "ClinicalTrialSeriesID": "S1", "ClinicalTrialTimePointID": "1",
+            "SeriesDescription": "drawn elsewhere", "SeriesNumber": "300", "InstanceNumber": "1",
+            "ContentLabel": "SEGMENTATION", "ContentDescription": "test", "ClinicalTrialCoordinatingCenterName": "t",
+            "segmentAttributes": [[{"SegmentAlgorithmType": "MANUAL", "SegmentedPropertyCategoryCodeSequence": anatomy,
+                                    "recommendedDisplayRGBValue": [128, 128, 128], **s} for s in segments]]}
+
+
+def sct(value: str, meaning: str) -> dict:
+    return {"CodeValue": value, "CodingSchemeDesignator": "SCT", "CodeMeaning": meaning}
+
+
+def dcmqi_seg(series: Path, labels: np.ndarray, segments: list[dict], tmp_path: Path) -> Path:
+    label_file = write_image(read_image(series).with_array(labels), tmp_path / "drawn.nii.gz")
+    (tmp_path / "meta.json").write_text(json.dumps(dcmqi_metadata(segments)))
+    out = tmp_path / "drawn.dcm"
+    subprocess.run([tool("itkimage2segimage"), "--inputImageList", str(label_file), "--inputDICOMDirectory",
+                    str(series), "--outputDICOM", str(out), "--inputMetadata", str(tmp_path / "meta.json")],
+                   check=True, capture_output=True, timeout=120)
+    return out
+
+
+#: dcmqi's segments for organ_blocks' values: spleen by code, right kidney by code + laterality, left kidney
+#: by name only (a local code), liver by code under another name
+SEGMENTS = [
+    {"labelID": 1, "SegmentLabel": "Milz", "SegmentedPropertyTypeCodeSequence": sct("78961009", "Spleen")},
+    {"labelID": 2, "SegmentLabel": "Niere", "SegmentedPropertyTypeCodeSequence": sct("64033007", "Kidney"),
+     "SegmentedPropertyTypeModifierCodeSequence": sct("24028007", "Right")},
+    {"labelID": 3, "SegmentLabel": "Left Kidney", "SegmentedPropertyTypeCodeSequence":
+        {"CodeValue": "K-L", "CodingSchemeDesignator": "99LOCAL", "CodeMeaning": "kidney left"}},
+    {"labelID": 6, "SegmentLabel": "Leber", "SegmentedPropertyTypeCodeSequence": sct("10200004", "Liver")},
+]

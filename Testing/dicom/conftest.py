@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+
 from dicom_series import oblique_series, reversed_series, valid_series
 
 
@@ -16,12 +16,21 @@ def series_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "reversed": reversed_series(root / "reversed")}
 
 
-def organ_blocks(shape: tuple[int, int, int]) -> np.ndarray:
-    """A label map in BTCV values: spleen (1) and right kidney (2) blocks, left kidney (3) one voxel in a
-    corner, liver (6) touching the last slice; asymmetric in every axis so a flip or shift shows."""
-    labels = np.zeros(shape, np.uint8)
-    labels[2:10, 100:200, 120:210] = 1
-    labels[5:15, 300:400, 250:300] = 2
-    labels[0, 0, 0] = 3
-    labels[12:, 40:90, 400:480] = 6
-    return labels
+@pytest.fixture(scope="session")
+def ct_threshold_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A "threshold-test" checkpoint for CT: organ1 from 100 to 400 HU, organ2 above (codes as in the
+    threshold_card fixture of Testing/conftest.py)."""
+    from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
+    from lkseg.checkpoint.labels import ANATOMICAL_STRUCTURE, Code, Label, LabelTable
+    from lkseg.checkpoint.native import save_checkpoint
+    from lkseg.models.registry import build_model
+
+    table = LabelTable([Label(v, f"organ{v}", (60 * v, 200 - 40 * v, 90), ANATOMICAL_STRUCTURE,
+                              Code("SCT", str(10200000 + v), f"Organ {v}")) for v in (1, 2)], name="threshold-test")
+    card = ModelCard(architecture="threshold-test", hyperparameters={"thresholds": [100.0, 400.0]}, in_channels=1,
+                     labels=table, preprocessing=Preprocessing(orientation="RAS", spacing=None,
+                                                               intensity={"mode": "none"}),
+                     inference=InferenceSettings(roi_size=(64, 64, 16), overlap=0.25, sw_batch_size=8))
+    path = tmp_path_factory.mktemp("ckpt") / "ct_threshold.safetensors"
+    save_checkpoint(path, build_model("threshold-test", 1, 3, thresholds=[100.0, 400.0]).state_dict(), card)
+    return path

@@ -15,7 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     a = dsub.add_parser("add", help="add an image and its label map as a training case")
     a.add_argument("image", type=Path, help="image file (NIfTI, NRRD, MHA) or DICOM folder")
-    a.add_argument("labels", type=Path, help="label map on the image's grid")
+    a.add_argument("labels", type=Path, help="label map on the image's grid, or a DICOM SEG over the image's "
+                   "DICOM series (segments mapped to the label table by SNOMED CT code, else by name)")
     a.add_argument("--dataset", type=Path, required=True, help="dataset folder (created on the first add)")
     a.add_argument("--case-id", help="case id (default: the next case_NNNN); an existing id is re-exported "
                    "and its earlier labels kept in labelsTr/history/")
@@ -25,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--map-by-name", action="store_true",
                    help="renumber label values to the dataset's table by label name")
     a.add_argument("--name", help="dataset name when it is created (default: the folder name)")
+    a.add_argument("--skip-unmapped", action="store_true",
+                   help="DICOM SEG: leave out segments that match no label of the table instead of stopping")
     a.set_defaults(func=run_add)
 
     lst = dsub.add_parser("list", help="list the cases of a dataset")
@@ -51,11 +54,29 @@ def run_add(args: argparse.Namespace) -> int:
         raise LkSegError(f"{args.dataset} is a new dataset: say which labels the label map holds with "
                          "--labels TABLE or --checkpoint CKPT")
     image = read_image(args.image)
-    labels = read_image(args.labels)
+    labels = _read_labels(args, image, table)
     ds = LocalDataset.open_or_create(args.dataset, table, name=args.name)
     case_id = ds.add_case(image, labels, table, case_id=args.case_id, map_by_name=args.map_by_name)
     print(f"added case {case_id} to {ds.root} ({len(ds.cases())} cases)")
     return 0
+
+
+def _read_labels(args: argparse.Namespace, image, table):
+    """The label map file, or a DICOM SEG placed on the image's series and mapped to ``table``."""
+    from lkseg.dicom.seg_read import is_dicom_seg, read_dicom_seg
+    from lkseg.dicom.source import is_dicom_folder, load_source_series
+    from lkseg.io.imageio import read_image
+
+    if not is_dicom_seg(args.labels):
+        return read_image(args.labels)
+    if not is_dicom_folder(args.image):
+        raise LkSegError(f"{args.labels} is a DICOM SEG: give the DICOM series folder it was drawn on as the image, "
+                         f"not {args.image}")
+    labels, mapping = read_dicom_seg(args.labels, load_source_series(args.image), image, table,
+                                     skip_unmapped=args.skip_unmapped)
+    for line in mapping.unmapped:
+        print(f"left out {line}: no label of the table matches it")
+    return labels
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace, given: list[Path]) -> int:
             log.debug("details", exc_info=True)
             print(f"lkseg: error: {src}: skipped: {os_error_message(exc)}", file=sys.stderr)
             continue
-        except Exception as exc:  # noqa: BLE001 - one bad input must not stop the others
+        except Exception as exc:
             failed += 1
             log.debug("details", exc_info=True)
             print(f"lkseg: error: {src}: skipped: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)

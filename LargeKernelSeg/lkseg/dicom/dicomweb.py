@@ -78,7 +78,10 @@ def client(url: str):  # -> dicomweb_client.DICOMwebClient
         session.headers["Authorization"] = f"Bearer {found['token']}"
     elif "username" in found:
         session.auth = (found["username"], found.get("password", ""))
-    return DICOMwebClient(url=url, session=session, timeout=60)
+    web = DICOMwebClient(url=url, session=session, timeout=60)
+    # dicomweb-client retries every failure 5 times over ~30 s; an unreachable server should say so in seconds
+    web.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+    return web
 
 
 def _explain(exc: Exception, url: str, what: str) -> DicomWebError:
@@ -106,7 +109,7 @@ def pull_series(url: str, study_uid: str, series_uid: str, folder: str | Path) -
         datasets = client(url).retrieve_series(study_uid, series_uid, media_types=_AS_STORED)
     except DicomWebError:
         raise
-    except Exception as exc:  # noqa: BLE001 - requests/dicomweb-client raise many types
+    except Exception as exc:
         raise _explain(exc, url, f"retrieving series {series_uid}") from exc
     if not datasets:
         raise DicomWebError(f"{url}: series {series_uid} of study {study_uid} holds no instances")
@@ -124,5 +127,5 @@ def store(url: str, paths: Sequence[str | Path]) -> None:
         client(url).store_instances(datasets)
     except DicomWebError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise _explain(exc, url, "storing the result") from exc

@@ -93,7 +93,7 @@ def read_dicom_seg(path: str | Path, source: SourceSeries, grid: Image, table: A
         raise DicomSourceError(f"{path}: is not a DICOM SEG file (its SOP class is not Segmentation Storage)")
     try:
         seg = hd.seg.segread(path)
-    except Exception as exc:  # noqa: BLE001 - highdicom raises many types for malformed files
+    except Exception as exc:
         raise DicomSourceError(f"{path}: could not be read as a DICOM SEG: {exc}") from exc
     referenced = [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])]
     if referenced and source.series_uid not in referenced:

@@ -96,7 +96,7 @@ def dicom_seg(labels: Image, table: Any, source: SourceSeries, algorithm: Algori
     for number, lab in enumerate(present, start=1):
         lut[lab.value] = number
     segment_numbers = lut[array]
-    manual = set(int(v) for v in manual_values)
+    manual = {int(v) for v in manual_values}
     descriptions = [_description(n, lab, algorithm, lab.value in manual) for n, lab in enumerate(present, start=1)]
     first = source.datasets[0]
     series_number = int(first.get("SeriesNumber") or 0) + 1000
