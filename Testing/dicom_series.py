@@ -19,7 +19,6 @@ import pydicom
 import pytest
 from lkseg.io.imageio import read_image, write_image
 from pydicom.uid import generate_uid
-
 from repo_data import DATA
 
 SERIES = DATA / "totalsegmentator" / "example_ct_dicom"

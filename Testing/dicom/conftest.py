@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dicom_series import oblique_series, reversed_series, valid_series
 
 

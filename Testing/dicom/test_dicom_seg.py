@@ -9,12 +9,11 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
+from dicom_series import organ_blocks
 from lkseg.checkpoint.labels import get_table
 from lkseg.dicom import Algorithm, DicomSourceError, load_source_series, write_dicom_seg
 from lkseg.dicom.seg_read import read_dicom_seg
 from lkseg.io.imageio import read_image, write_image
-
-from dicom_series import organ_blocks
 from repo_data import DATA
 
 BTCV = get_table("BTCV")

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_series import SEGMENTS, dcmqi_seg, organ_blocks, sct, tool
 from lkseg.checkpoint.labels import get_table
 from lkseg.dicom import Algorithm, DicomSourceError, load_source_series, write_dicom_seg
 from lkseg.dicom.seg_read import read_dicom_seg
 from lkseg.io.imageio import read_image, to_sitk
-
-from dicom_series import SEGMENTS, dcmqi_seg, organ_blocks, sct, tool
 
 BTCV = get_table("BTCV")
 

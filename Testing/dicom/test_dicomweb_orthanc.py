@@ -33,7 +33,7 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory, series_dirs: dict[str, Pat
 
 def lkseg(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LKSEG_DICOMWEB")}
-    return subprocess.run([sys.executable, "-m", "lkseg", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "lkseg", *args], check=False, capture_output=True, text=True, timeout=300,
                           env={**clean, **(env or {})})
 
 
