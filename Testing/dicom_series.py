@@ -4,7 +4,8 @@ The bundled series was anonymised down to empty Study/Series/SOP Instance UIDs, 
 SEG can refer to (and which :func:`lkseg.dicom.load_source_series` refuses). :func:`valid_series`
 writes a copy with UIDs filled in; :func:`oblique_series` and :func:`reversed_series` also change
 the geometry tags (pixel data untouched) to make an oblique series and one whose file order runs
-against the slice normal.
+against the slice normal. :func:`organ_blocks` is a label map for them; :func:`dcmqi_seg` makes a
+DICOM SEG with QIICR's dcmqi, a writer that is not ours.
 """
 
 from __future__ import annotations

@@ -4,13 +4,9 @@ Stable entry points: ``lkseg.dicom.load_source_series``, ``lkseg.dicom.write_dic
 ``lkseg.dicom.read_dicom_seg``.
 """
 
-from lkseg.dicom.seg_write import Algorithm, algorithm_of, dicom_seg, write_dicom_seg
-from lkseg.dicom.source import (
-           DicomSourceError,
-           SourceSeries,
-           is_dicom_folder,
-           load_source_series,
-)
+from lkseg.dicom.seg_read import read_dicom_seg
+from lkseg.dicom.seg_write import Algorithm, algorithm_of, changed_values, dicom_seg, write_dicom_seg
+from lkseg.dicom.source import DicomSourceError, SourceSeries, is_dicom_folder, is_dicom_seg, load_source_series
 
-__all__ = ["Algorithm", "DicomSourceError", "SourceSeries", "algorithm_of", "dicom_seg", "is_dicom_folder",
-           "load_source_series", "write_dicom_seg"]
+__all__ = ["Algorithm", "DicomSourceError", "SourceSeries", "algorithm_of", "changed_values", "dicom_seg",
+           "is_dicom_folder", "is_dicom_seg", "load_source_series", "read_dicom_seg", "write_dicom_seg"]

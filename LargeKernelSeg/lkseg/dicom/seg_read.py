@@ -19,13 +19,10 @@ import numpy as np
 import pydicom
 
 from lkseg.checkpoint.labels import LabelError
-from lkseg.dicom.source import DicomSourceError, SourceSeries
+from lkseg.dicom.source import DicomSourceError, SourceSeries, is_dicom_seg
 from lkseg.io.image import Image
 
 log = logging.getLogger(__name__)
-
-SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
-
 
 @dataclass
 class SegMapping:
@@ -33,18 +30,6 @@ class SegMapping:
 
     values: dict[int, int] = field(default_factory=dict)
     unmapped: list[str] = field(default_factory=list)
-
-
-def is_dicom_seg(path: str | Path) -> bool:
-    """True when ``path`` is a file holding a DICOM Segmentation object."""
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-    except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError):
-        return False
-    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or str(ds.get("Modality", "")) == "SEG"
 
 
 def _key(code: Any) -> tuple[str, str] | None:

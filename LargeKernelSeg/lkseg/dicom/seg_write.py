@@ -43,6 +43,16 @@ class Algorithm:
             parameters={"architecture": self.architecture, "checkpoint_sha256": self.checkpoint_sha256})
 
 
+def changed_values(before: np.ndarray | None, after: np.ndarray) -> set[int]:
+    """Label values whose voxels differ between the model's label map ``before`` and ``after`` (all
+    values present in ``after`` when there is no model result)."""
+    after = np.asarray(after)
+    if before is None:
+        return {int(v) for v in np.unique(after) if v}
+    differ = np.asarray(before) != after
+    return {int(v) for v in np.unique(np.concatenate([np.asarray(before)[differ], after[differ]])) if v}
+
+
 def algorithm_of(card: Any, checkpoint: str | Path) -> Algorithm:
     """The :class:`Algorithm` for a checkpoint file: the card's architecture, the tensors' digest."""
     from lkseg.checkpoint.native import DIGEST_KEY, file_sha256, read_metadata

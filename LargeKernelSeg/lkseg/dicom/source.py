@@ -19,6 +19,8 @@ from lkseg.errors import LkSegError
 from lkseg.io.image import Image
 from lkseg.io.imageio import dicom_series_files
 
+#: Segmentation Storage
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: millimetres two positions may differ by and still be the same slice
 POSITION_TOLERANCE_MM = 1e-3
 
@@ -117,3 +119,15 @@ def _with_instance_uids(ds: pydicom.Dataset) -> pydicom.Dataset:
         if not str(ds.get(own, "") or "").strip() and meta is not None and str(meta.get(stored, "") or "").strip():
             setattr(ds, own, meta.get(stored))
     return ds
+
+
+def is_dicom_seg(path: str | Path) -> bool:
+    """True when ``path`` is a file holding a DICOM Segmentation object."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+    except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError):
+        return False
+    return str(ds.get("SOPClassUID", "")) == SEG_SOP_CLASS or str(ds.get("Modality", "")) == "SEG"

@@ -19,6 +19,10 @@ from PyQt5.QtWidgets import (QAction, QApplication, QButtonGroup, QCheckBox, QCo
                              QGridLayout, QHBoxLayout, QLabel, QMainWindow, QPushButton, QSlider, QSplitter,
                              QTabWidget, QToolBar, QVBoxLayout, QWidget)
 
+# DICOM support is loaded before any window exists: importing pydicom/highdicom (their native plugins,
+# pyjpegls and Pillow's lcms) while the VTK view was already up crashed Qt's next repaint (seen under
+# pytest-qt with pydicom 3.0, pyjpegls 1.5, PyQt5 5.15, vtk 9.6)
+import lkseg.dicom  # noqa: F401, E402
 from lkseg.viewer.export_panel import ExportPanel
 from lkseg.viewer.finetune_panel import FinetunePanel
 from lkseg.viewer.segment_list import SegmentList
@@ -103,6 +107,13 @@ class MainWindow(QMainWindow):
         open_act.setShortcut(QKeySequence.Open)
         open_act.triggered.connect(self._open_dialog)
         tb.addAction(open_act)
+        dicom_act = QAction("Open DICOM folder…", self)
+        dicom_act.triggered.connect(self._open_dicom_dialog)
+        tb.addAction(dicom_act)
+        seg_act = QAction("Open labels…", self)
+        seg_act.setToolTip("A label map on this volume's grid, or a DICOM SEG over the open DICOM series")
+        seg_act.triggered.connect(self._open_labels_dialog)
+        tb.addAction(seg_act)
         sample = QAction("Open sample CT", self)
         sample.triggered.connect(self.open_sample)
         tb.addAction(sample)
@@ -205,10 +216,12 @@ class MainWindow(QMainWindow):
         return True
 
     def open_labels(self, path: str | Path) -> bool:
+        """A label map on the image's grid, or a DICOM SEG over the DICOM series that is open."""
+        from lkseg.dicom import is_dicom_seg
         from lkseg.io.imageio import read_image
 
         try:
-            lab = read_image(path)
+            lab = self._read_seg(path) if is_dicom_seg(path) else read_image(path)
             arr = lab.array
             self.state.set_labels(arr.astype("uint8" if arr.min() >= 0 and arr.max() < 256 else "int16"),
                                   self.state.table)
@@ -217,6 +230,22 @@ class MainWindow(QMainWindow):
             return False
         self.update_3d()
         return True
+
+    def _read_seg(self, path: str | Path):
+        from lkseg.dicom import load_source_series, read_dicom_seg
+
+        st = self.state
+        if st.image is None or not st.image_path or not Path(st.image_path).is_dir():
+            raise ValueError("a DICOM SEG is read over its DICOM series: open the series folder first")
+        if st.table is None:
+            raise ValueError("pick a checkpoint first: its label table names the organs the SEG's segments map to")
+        labels, mapping = read_dicom_seg(path, load_source_series(st.image_path), st.image, st.table,
+                                         skip_unmapped=True)
+        if mapping.unmapped:
+            log.warning("%s: left out %s", path, "; ".join(mapping.unmapped))
+            self.statusBar().showMessage(f"Left out {len(mapping.unmapped)} segment(s) the label table does not "
+                                         f"name: {'; '.join(mapping.unmapped)}")
+        return labels
 
     def open_sample(self) -> None:
         from lkseg.app.resources import sample_ct
@@ -232,6 +261,17 @@ class MainWindow(QMainWindow):
                                               "Volumes (*.nii *.nii.gz *.nrrd *.mha *.mhd);;All files (*)")
         if path:
             self.open_image(path)
+
+    def _open_dicom_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open DICOM series folder", "")
+        if path:
+            self.open_image(path)
+
+    def _open_labels_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open labels", "", "Label maps and DICOM SEG (*.nii *.nii.gz "
+                                              "*.nrrd *.mha *.dcm);;All files (*)")
+        if path:
+            self.open_labels(path)
 
     def update_3d(self) -> None:
         try:
@@ -263,9 +303,14 @@ class MainWindow(QMainWindow):
             self.open_path(url.toLocalFile())
 
     def open_path(self, path: str | Path) -> None:
-        """A dropped/opened path: checkpoints go to the Segment panel, anything else is read as a volume."""
+        """A dropped/opened path: checkpoints go to the Segment panel, a DICOM SEG over the open series is
+        read as its labels, anything else is read as a volume."""
+        from lkseg.dicom import is_dicom_seg
+
         if str(path).endswith((".safetensors", ".pth", ".pt")):
             self.segment_panel.set_checkpoint(path)
+        elif is_dicom_seg(path):
+            self.open_labels(path)
         else:
             self.open_image(path)
 

@@ -1,4 +1,4 @@
-"""Export panel: add the corrected case to the local dataset, or save the labels as NIfTI / .seg.nrrd."""
+"""Export panel: add the corrected case to the local dataset, or save the labels as NIfTI / .seg.nrrd / DICOM SEG."""
 
 from __future__ import annotations
 
@@ -79,16 +79,35 @@ class ExportPanel(QGroupBox):
         return case
 
     def save_labels(self, path: str | Path) -> Path:
-        """Write the current labels to ``path`` (.nii/.nii.gz, .seg.nrrd, .nrrd, .mha)."""
+        """Write the current labels to ``path`` (.nii/.nii.gz, .seg.nrrd, .nrrd, .mha; .dcm: DICOM SEG)."""
         from lkseg.io.export import write_labels
 
         self._check()
+        if str(path).lower().endswith(".dcm"):
+            return self.save_dicom_seg(path)
         out = write_labels(self.state.labels_image(), self.state.table, path)
         self.status.setText(f"Saved {out.name}.")
         return out
 
+    def save_dicom_seg(self, path: str | Path) -> Path:
+        """A DICOM SEG over the DICOM series the volume came from; organs changed by hand are MANUAL."""
+        from lkseg.dicom import changed_values, load_source_series, write_dicom_seg
+
+        self._check()
+        if not self.state.image_path or not Path(self.state.image_path).is_dir():
+            raise ValueError("DICOM SEG needs a DICOM source: open the DICOM series folder the labels belong to "
+                             "(this volume came from a file without DICOM identity); save as NIfTI or .seg.nrrd")
+        manual = changed_values(self.state.model_labels, self.state.labels)
+        out = write_dicom_seg(self.state.labels_image(), self.state.table, load_source_series(self.state.image_path),
+                              path, algorithm=self.state.algorithm, manual_values=manual)
+        corrected = f"; corrected by hand: {', '.join(self.state.table.by_value(v).name for v in sorted(manual))}" \
+            if manual and self.state.algorithm is not None else ""
+        self.status.setText(f"Saved DICOM SEG {Path(out).name}{corrected}.")
+        return out
+
     def _save_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", "labels.nii.gz",
-                                              "NIfTI (*.nii.gz *.nii);;Slicer segmentation (*.seg.nrrd)")
+                                              "NIfTI (*.nii.gz *.nii);;Slicer segmentation (*.seg.nrrd);;"
+                                              "DICOM SEG (*.dcm)")
         if path:
             self._guard(self.save_labels, path)

@@ -188,12 +188,24 @@ class SegmentPanel(QGroupBox):
     def _done(self, result: Any) -> None:
         self.last_result = result
         self.state.set_labels(result.labels.array.astype("uint8" if result.table.num_classes <= 256 else "int16"),
-                              result.table)
+                              result.table, algorithm=self._algorithm())
         secs = result.timings.get("total", 0.0)
         self.status.setText(f"Done in {secs:.1f} s on {result.device}.")
         self.progress.setValue(1000)
         self.progress.setFormat("done")
         self.segmented.emit(result)
+
+    def _algorithm(self) -> Any:
+        """Who made the labels, for a DICOM SEG: the checkpoint that ran (None if it cannot be read now)."""
+        from lkseg.checkpoint.native import read_card
+        from lkseg.dicom import algorithm_of
+
+        ckpt = self.thread.checkpoint if self.thread is not None else self.checkpoint()
+        try:
+            return algorithm_of(read_card(ckpt), ckpt)
+        except Exception as exc:  # noqa: BLE001 - provenance is best effort; the labels are still shown
+            log.warning("cannot identify the checkpoint %s: %s", ckpt, exc)
+            return None
 
     def _failed(self, message: str) -> None:
         self.status.setText(message)

@@ -37,6 +37,9 @@ class ViewerState(QObject):
         self.labels: np.ndarray | None = None
         self.table: Any = None
         self.editor: LabelEditor | None = None
+        #: the network's label map and who made it (lkseg.dicom.Algorithm), kept to tell corrected organs apart
+        self.model_labels: np.ndarray | None = None
+        self.algorithm: Any = None
         self.cursor = [0, 0, 0]  # k, j, i
         self.window, self.level = PRESETS["abdomen"]
         self.opacity = 0.5
@@ -53,11 +56,14 @@ class ViewerState(QObject):
         self.set_labels(np.zeros(image.array.shape, dtype=np.uint8), self.table)
         self.imageChanged.emit()
 
-    def set_labels(self, labels: np.ndarray, table: Any) -> None:
-        """Replace the label map (a fresh undo history) and the label table."""
+    def set_labels(self, labels: np.ndarray, table: Any, algorithm: Any = None) -> None:
+        """Replace the label map (a fresh undo history) and the label table; ``algorithm`` says a network
+        made these labels (anything changed afterwards counts as corrected by hand)."""
         if self.image is not None and labels.shape != self.image.array.shape:
             raise ValueError(f"label map shape {labels.shape} differs from the image's {self.image.array.shape}")
         self.labels = np.ascontiguousarray(labels)
+        self.algorithm = algorithm
+        self.model_labels = self.labels.copy() if algorithm is not None else None
         if table is not None:
             self.table = table
         spacing = self.image.spacing if self.image is not None else (1.0, 1.0, 1.0)
