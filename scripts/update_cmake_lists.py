@@ -24,6 +24,10 @@ SCREENSHOTS = ROOT / "Resources" / "Screenshots"
 DEFAULT_SCREENSHOT = "slicer_panel.png"
 REQUIREMENTS_TXT = MODULE_DIR / "Resources" / "requirements.txt"
 BUNDLED_WITH_SLICER = {"numpy"}
+#: core dependencies the Slicer module does not use: lkseg.dicom (DICOM SEG, DICOMweb) serves the CLI and the
+#: viewer; in Slicer, DICOM SEG is Slicer's own export, and pydicom/requests ship with Slicer (installing
+#: highdicom would replace Slicer's pydicom 2 with pydicom 3 under its DICOM module)
+NOT_USED_IN_SLICER = {"pydicom", "highdicom", "dicomweb-client", "requests"}
 PACKAGE_DATA_DIRS = ("lkseg/data",)
 
 
@@ -82,7 +86,7 @@ def requirements_text(pyproject: Path = ROOT / "pyproject.toml") -> str:
     import tomllib
 
     deps = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["dependencies"]
-    keep = [d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() not in BUNDLED_WITH_SLICER]
+    keep = [d for d in deps if re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() not in BUNDLED_WITH_SLICER | NOT_USED_IN_SLICER]
     return ("# Written from pyproject.toml by scripts/update_cmake_lists.py; installed on first use\n"
             "# (torch through the PyTorch extension, the rest with pip).\n" + "".join(f"{d}\n" for d in keep))
 
