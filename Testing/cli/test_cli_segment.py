@@ -79,8 +79,10 @@ def test_single_file_to_file_with_overlay_then_evaluate(tmp_path: Path, threshol
                  "--json", str(report)]) == 0
     assert "organ1" in capsys.readouterr().out
     data = json.loads(report.read_text())
-    assert data["organs"]["1"]["dice"] == pytest.approx(0.8)
-    assert data["organs"]["2"]["dice"] == 0.0
+    assert data["organs"]["1"]["dice"]["mean"] == pytest.approx(0.8)
+    # organ2 is not in the reference: a false positive, kept out of the Dice mean
+    assert data["organs"]["2"]["false_positive"] == 1 and data["organs"]["2"]["dice"]["mean"] is None
+    assert data["mean_dice"] == pytest.approx(0.8)
 
     # reference: the truth with organ2 wiped out
     ref_arr = truth.copy()
@@ -94,7 +96,8 @@ def test_single_file_to_file_with_overlay_then_evaluate(tmp_path: Path, threshol
     assert main(["evaluate", str(src), "-m", str(threshold_checkpoint), "--device", "cpu", "--reference", str(ref),
                  "--json", str(report), "--overwrite"]) == 0
     data = json.loads(report.read_text())
-    assert data["organs"]["1"]["dice"] == 1.0 and data["organs"]["2"]["dice"] == 0.0
+    assert data["organs"]["1"]["dice"]["mean"] == 1.0 and data["organs"]["1"]["hd95_mm"]["mean"] == 0.0
+    assert data["organs"]["2"]["false_positive"] == 1 and data["mean_dice"] == 1.0
 
 
 def test_bad_checkpoint_and_mismatched_counts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
