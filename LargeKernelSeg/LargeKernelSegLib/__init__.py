@@ -14,7 +14,6 @@ from .dependencies import (
     lkseg_parent,
     missing_modules,
     pip_requirements,
-    pythonpath_with,
     read_requirements,
 )
 from .finetune import fine_tune_argv, job_total_steps, new_job_dir
@@ -51,6 +50,6 @@ __all__ = [
     "array_from_vtk_image", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "fine_tune_argv", "job_total_steps", "new_job_dir", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "lkseg_parent", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",
-    "pip_requirements", "pythonpath_with", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",
+    "pip_requirements", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",
     "segmentation_name", "table_from_text", "table_to_text", "terminology_entry", "user_message", "vtk_image_from_array", "vtk_matrix_to_numpy",
 ]

@@ -7,7 +7,6 @@ build is chosen; the others through pip. Nothing here installs anything.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -67,11 +66,3 @@ def lkseg_parent() -> Path:
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("lkseg is not importable", name="lkseg")
     return Path(spec.origin).resolve().parent.parent
-
-
-def pythonpath_with(folder: Path, existing: str | None) -> str:
-    """``PYTHONPATH`` with ``folder`` first (once), so child processes (``python -m lkseg.service.worker``,
-    ``python -m lkseg.training``) import the same ``lkseg`` as the module. Inside Slicer
-    ``sys.executable`` is PythonSlicer, which does not search the extension's folders by itself."""
-    parts = [p for p in (existing or "").split(os.pathsep) if p and Path(p) != Path(folder)]
-    return os.pathsep.join([str(folder), *parts])
