@@ -25,7 +25,7 @@ GUI_TOOLKITS = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "PyQt5", "PyQt6", "P
 
 
 #: LargeKernelSegLib modules that call Slicer; imported only by LargeKernelSeg.py
-SLICER_SIDE_LIB = ("mrml.py", "install.py", "selftest.py")
+SLICER_SIDE_LIB = ("install.py", "logic.py", "mrml.py", "resources.py", "runs.py", "selftest.py")
 
 
 def _module_tree() -> ast.Module:
