@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import types
 import typing
+import unittest
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -183,7 +184,7 @@ class ScriptedLoadableModuleLogic:
         return node
 
 
-class ScriptedLoadableModuleTest:
+class ScriptedLoadableModuleTest(unittest.TestCase):
     """Stands in for ``ScriptedLoadableModuleTest`` (a ``unittest.TestCase`` with ``delayDisplay``)."""
 
     def delayDisplay(self, message, msec=None):
@@ -208,6 +209,7 @@ def install(monkeypatch):
     # stands in for qSlicerApplication: startup signal, version, event loop
     app = Signals()
     app.majorVersion, app.minorVersion, app.processEvents = 5, 10, lambda: None
+    app.topLevelWidgets = lambda: []  # no main window: the self-test skips its panel part, as under ctest
     for name, module in (("qt", qt), ("slicer.ScriptedLoadableModule", slm), ("slicer.parameterNodeWrapper", pnw)):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(slicer, "app", app, raising=False)

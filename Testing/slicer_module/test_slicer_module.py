@@ -224,3 +224,22 @@ def test_the_module_registers_its_terminology_and_sample_at_startup(module, mrml
     assert terminologies.IsTerminologyContextLoaded("Segmentation category and type - LargeKernelSeg")
     assert [r["sampleName"] for r in registered] == ["LargeKernelSeg abdominal CT"]
     assert registered[0]["checksums"].startswith("SHA256:")
+
+
+def test_the_modules_own_self_test_runs_on_the_real_scene(module, mrml_scene):
+    """What ctest runs: the bundled default model through the real worker, names, terminology, export."""
+    case = module.LargeKernelSegTest("runTest")
+    case.runTest()
+    assert case.messages == ["LargeKernelSeg test passed"]
+    assert mrml_scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 1
+
+
+def test_the_self_test_never_installs_packages(module, monkeypatch):
+    """On a build machine without torch the registered ctest must not install it: it says what it skipped."""
+    from LargeKernelSegLib import install, selftest
+
+    monkeypatch.setattr(selftest, "missing_modules", lambda: ["torch", "monai"])
+    monkeypatch.setattr(install, "ensure_dependencies", lambda ask=True: pytest.fail("the self-test installed packages"))
+    case = module.LargeKernelSegTest("runTest")
+    case.runTest()
+    assert case.messages == ["LargeKernelSeg test: segmentation not run, missing Python packages torch, monai"]
