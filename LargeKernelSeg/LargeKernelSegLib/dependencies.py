@@ -7,6 +7,7 @@ build is chosen; the others through pip. Nothing here installs anything.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 from pathlib import Path
 
@@ -66,3 +67,39 @@ def lkseg_parent() -> Path:
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("lkseg is not importable", name="lkseg")
     return Path(spec.origin).resolve().parent.parent
+
+
+#: distributions pip must never replace: torch (PyTorch Utils chose its CUDA build) and what Slicer's own
+#: Python ships with that the others import (numpy); pinned to the installed versions while installing
+PROTECTED = ("torch", "torchvision", "torchaudio", "numpy")
+
+
+def installed_versions(names=PROTECTED) -> dict[str, str]:
+    """Distribution name -> installed version, for those of ``names`` that are installed."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def constraints_text(installed: dict[str, str]) -> str:
+    """A pip constraints file pinning each protected distribution to its installed version (local
+    version labels such as ``+cu121`` included, so a CUDA build is never swapped for another)."""
+    return "".join(f"{name}=={version}\n" for name, version in sorted(installed.items()))
+
+
+def pip_install_args(requirements: list[str], constraints_file: str | os.PathLike | None) -> list[str]:
+    """Arguments after ``pip install``: the requirements, held to the constraints file when there is one.
+    With a torch pinned, pip's resolver picks versions of the others that accept it (e.g. an older
+    MONAI) or fails, and then nothing is installed."""
+    return ([] if constraints_file is None else ["-c", str(constraints_file)]) + list(requirements)
+
+
+def changed_imports(before: dict[str, str], after: dict[str, str], imported: set[str]) -> list[str]:
+    """Distributions whose version changed while they were already imported: Slicer must restart."""
+    return sorted(name for name in after if before.get(name) != after[name] and name in imported)
