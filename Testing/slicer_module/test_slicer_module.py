@@ -115,12 +115,14 @@ def widget(module):
     made.cleanup()
 
 
-def test_selectors_are_frozen_while_segmenting_and_free_after(widget, threshold_checkpoint):
+def test_selectors_are_frozen_while_segmenting_and_free_after(widget, threshold_checkpoint, tmp_path):
     volume, array = _volume("CT")
+    big = slicer.util.addVolumeFromArray(np.ones((60, 160, 160), np.float32), name="big")  # long enough to cancel
     p = widget._parameterNode
     p.inputVolume, p.device, p.checkpointPath = volume, "cpu", str(threshold_checkpoint)
     frozen = ("inputVolumeSelector", "outputSegmentationSelector", "checkpointPathLineEdit", "deviceComboBox")
     for outcome in ("done", "cancelled", "failed"):
+        p.inputVolume = big if outcome == "cancelled" else volume
         widget.ui.applyButton.click()
         assert widget.ui.applyButton.text == "Cancel" and widget.ui.applyButton.enabled
         assert not any(getattr(widget.ui, name).enabled for name in frozen), outcome
@@ -139,6 +141,13 @@ def test_selectors_are_frozen_while_segmenting_and_free_after(widget, threshold_
                 "failed": "'CT' was removed while it was being segmented" in status}[outcome], (outcome, status)
         if outcome == "done":
             assert widget.ui.exportToDatasetButton.enabled and p.outputSegmentation is not None
+            widget.ui.datasetFolderPathLineEdit.currentPath = str(tmp_path / "ds")
+            widget.ui.datasetFolderPathLineEdit.emit("currentPathChanged(QString)", str(tmp_path / "ds"))
+            widget.ui.exportToDatasetButton.click()
+            assert widget.ui.statusLabel.text.startswith("Added case CT to the dataset"), widget.ui.statusLabel.text
+            widget.ui.exportFileButton.click()  # NIfTI, the default format
+            assert widget.ui.statusLabel.text == f"Saved {tmp_path / 'ds' / 'exports' / 'CT.nii.gz'}."
+            status = widget.ui.statusLabel.text
         assert widget.ui.logTextEdit.lines and widget.ui.logTextEdit.lines[-1].endswith(status)
 
 
@@ -243,3 +252,18 @@ def test_the_self_test_never_installs_packages(module, monkeypatch):
     case = module.LargeKernelSegTest("runTest")
     case.runTest()
     assert case.messages == ["LargeKernelSeg test: segmentation not run, missing Python packages torch, monai"]
+
+
+def test_closing_the_scene_while_segmenting_says_so_in_the_panel(widget, threshold_checkpoint, mrml_scene):
+    big = slicer.util.addVolumeFromArray(np.ones((60, 160, 160), np.float32), name="big")
+    p = widget._parameterNode
+    p.inputVolume, p.device, p.checkpointPath = big, "cpu", str(threshold_checkpoint)
+    widget.ui.applyButton.click()
+    widget.onSceneStartClose(None, None)  # what StartCloseEvent calls
+    mrml_scene.Clear(0)
+    widget.onSceneEndClose(None, None)
+    _wait(widget.logic)
+    widget.segmentTimer.fire()
+    assert widget.ui.statusLabel.text.startswith("The scene was closed while segmenting"), widget.ui.statusLabel.text
+    assert widget._parameterNode is not None and not widget._parameterNode.outputSegmentation
+    assert widget.ui.inputVolumeSelector.enabled and widget.ui.applyButton.text == "Segment"
