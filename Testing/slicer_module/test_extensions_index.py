@@ -6,15 +6,15 @@ repository size, and icon / screenshot URLs read as plain text from the top-leve
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import update_cmake_lists  # noqa: E402
+_spec = importlib.util.spec_from_file_location("update_cmake_lists", ROOT / "scripts" / "update_cmake_lists.py")
+update_cmake_lists = importlib.util.module_from_spec(_spec)  # the generator of the CMake file's screenshot block
+_spec.loader.exec_module(update_cmake_lists)
 
 EXTENSION = "LargeKernelSeg"
 RAW = "https://raw.githubusercontent.com/LargeKernelSeg/SlicerLargeKernelSeg/main/"
