@@ -3,8 +3,8 @@
 The module only translates between Slicer nodes and ``lkseg`` calls. Segmentation runs in the
 ``lkseg`` worker process (``lkseg.service.client.WorkerClient``) driven from a Python thread; the
 main thread polls it with a ``qt.QTimer`` and is the only one that touches Slicer. Slicer-free glue
-is in ``LargeKernelSegLib`` (tested without Slicer). torch, MONAI and the rest are imported only
-inside functions, after :meth:`LargeKernelSegLogic.ensureDependencies`.
+is in ``LargeKernelSegLib`` (tested without Slicer), the logic in ``LargeKernelSegLib.logic``. torch,
+MONAI and the rest are imported only inside functions, after :meth:`LargeKernelSegLogic.ensureDependencies`.
 """
 
 import logging
@@ -22,20 +22,31 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 import LargeKernelSegLib as glue
-from LargeKernelSegLib import install, mrml, session, selftest
+from LargeKernelSegLib import logic, resources, selftest
+from LargeKernelSegLib.logbuffer import LogBuffer
+from LargeKernelSegLib.panel import control_states
+
+try:
+    from slicer.i18n import tr as _
+except ImportError:  # Slicer before 5.4 has no translation helpers: the English text
+    def _(text):
+        return text
 
 DEVICES = ["auto", "cuda", "cpu"]
+log = logging.getLogger("LargeKernelSeg")
 
 
 class LargeKernelSeg(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "LargeKernelSeg"
+        self.parent.title = _("LargeKernelSeg")
         self.parent.categories = ["Segmentation"]
         self.parent.dependencies = []
         self.parent.contributors = ["LargeKernelSeg contributors"]
-        self.parent.helpText = glue.HELP_TEXT
+        self.parent.helpText = _(glue.HELP_TEXT) + glue.HELP_LINK
         self.parent.acknowledgementText = glue.ACKNOWLEDGEMENT_TEXT
+        # the bundled sample and our terminology, once Slicer has started (Sample Data, Terminologies exist)
+        slicer.app.connect("startupCompleted()", resources.register_all)
 
 
 @parameterNodeWrapper
@@ -69,12 +80,11 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = LargeKernelSegLogic()
         self.settings = glue.PanelSettings()
-        self.segmentTimer = qt.QTimer()
-        self.segmentTimer.setInterval(200)
-        self.segmentTimer.connect("timeout()", self.onSegmentTimer)
-        self.jobTimer = qt.QTimer()
-        self.jobTimer.setInterval(2000)
-        self.jobTimer.connect("timeout()", self.onJobTimer)
+        self.logBuffer = LogBuffer().attach()
+        self.segmentTimer = self._timer(200, self.onSegmentTimer)
+        self.jobTimer = self._timer(2000, self.onJobTimer)
+        self.cardTimer = self._timer(400, self.showCard)  # the model card is read once typing pauses
+        self.cardTimer.singleShot = True
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.applyButton.connect("clicked(bool)", self.onApply)
@@ -90,12 +100,19 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.datasetFolderPathLineEdit.currentPath = self.settings.dataset_folder()
         self.initializeParameterNode()
         self.refreshRecent()
-        self.onCheckpointChanged(self.ui.checkpointPathLineEdit.currentPath)  # the default model's card
+        self.showCard()  # the default model's card
+
+    def _timer(self, interval, slot):
+        timer = qt.QTimer()
+        timer.setInterval(interval)
+        timer.connect("timeout()", slot)
+        return timer
 
     def cleanup(self):
-        self.segmentTimer.stop()
-        self.jobTimer.stop()
+        for timer in (self.segmentTimer, self.jobTimer, self.cardTimer):
+            timer.stop()
         self.logic.close()
+        self.logBuffer.detach()
         self.removeObservers()
 
     def enter(self):
@@ -108,6 +125,12 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateButtons)
 
     def onSceneStartClose(self, caller, event):
+        if self.logic.isRunning():
+            self.logic.sceneClosing()
+            self.setStatus(_("The scene is closing: stopping the segmentation..."))
+        if self.logic.jobRunning():
+            self.setStatus(_("The scene was closed; the fine-tuning job keeps running and is still shown here."),
+                           self.ui.fineTuneStatusLabel)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event):
@@ -116,9 +139,14 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self):
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-        if self._parameterNode.jobDir and not self.jobTimer.isActive():
+        p = self._parameterNode
+        if not p.inputVolume:
+            p.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if self.logic.jobDir:  # the job this panel runs outlives scenes: the new scene records it too
+            p.jobDir = self.logic.jobDir
+        elif p.jobDir:  # a saved scene names a job: follow it
+            self.logic.jobDir = p.jobDir
+        if self.logic.jobDir and not self.jobTimer.isActive():
             self.jobTimer.start()
 
     def setParameterNode(self, node):
@@ -135,21 +163,30 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateButtons(self, caller=None, event=None):
         p = self._parameterNode
         busy = self.logic.isRunning()
-        self.ui.applyButton.text = "Cancel" if busy else "Segment"
-        self.ui.applyButton.enabled = busy or bool(p and p.inputVolume)
-        hasResult = bool(p and p.outputSegmentation and p.inputVolume)
-        self.ui.editInSegmentEditorButton.enabled = hasResult
-        self.ui.exportToDatasetButton.enabled = hasResult and not busy
-        self.ui.exportFileButton.enabled = hasResult and not busy
+        view = self.logic.lastJobView
+        states = control_states(busy, self.logic.jobRunning(), bool(p and p.inputVolume),
+                                bool(p and p.outputSegmentation and p.inputVolume), bool(view and view.best))
+        for name, enabled in states.items():
+            getattr(self.ui, name).enabled = enabled
+        self.ui.applyButton.text = _("Cancel") if busy else _("Segment")
+
+    def setStatus(self, text, label=None):
+        (label or self.ui.statusLabel).text = text
+        self.logBuffer.note(text)
+        self.flushLog()
+
+    def flushLog(self):
+        for line in self.logBuffer.drain():
+            self.ui.logTextEdit.appendPlainText(line)
 
     def showError(self, exc, label=None):
-        logging.error("LargeKernelSeg: %s\n%s", exc, "".join(traceback.format_exception(exc)))
-        (label or self.ui.statusLabel).text = glue.user_message(exc)
+        log.error("LargeKernelSeg: %s\n%s", exc, "".join(traceback.format_exception(exc)))
+        self.setStatus(glue.user_message(exc), label)
 
     def refreshRecent(self):
         combo = self.ui.recentCheckpointsComboBox
         combo.clear()
-        combo.addItem("Bundled default model", "")
+        combo.addItem(_("Bundled default model"), "")
         for path in self.settings.recent_checkpoints():
             combo.addItem(os.path.basename(path), path)
             combo.setItemData(combo.count - 1, path, qt.Qt.ToolTipRole)
@@ -160,24 +197,27 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCheckpointChanged(self, path):
         if self._parameterNode:
             self._parameterNode.checkpointPath = path
-        try:
-            card = self.logic.readCard(path) if glue.missing_modules() == [] else None
-            self.ui.cardSummaryTextBrowser.plainText = glue.card_summary(card) if card else ""
-        except Exception as exc:
-            self.showError(exc)
+        self.cardTimer.start()  # restarted by each keystroke: one read when typing pauses
+
+    def showCard(self):
+        path = self.ui.checkpointPathLineEdit.currentPath
+        if glue.missing_modules() != []:  # the card needs safetensors: read it once installed
+            self.ui.cardSummaryTextBrowser.plainText = ""
+            return
+        self.ui.cardSummaryTextBrowser.plainText = glue.card_text(path, self.logic.readCard, glue.user_message)[0]
 
     def onApply(self):
         if self.logic.isRunning():
             self.logic.cancel()
-            self.ui.statusLabel.text = "Cancelling..."
+            self.setStatus(_("Cancelling..."))
             return
         p = self._parameterNode
         try:
             if not self.logic.ensureDependencies():
-                self.ui.statusLabel.text = "Segmentation needs PyTorch and MONAI; nothing was installed."
+                self.setStatus(_("Segmentation needs PyTorch and MONAI; nothing was installed."))
                 return
             checkpoint = self.logic.resolveCheckpoint(p.checkpointPath)
-            self.logic.startSegmentation(p.inputVolume, checkpoint, p.device)
+            self.logic.startSegmentation(p.inputVolume, checkpoint, p.device, p.outputSegmentation)
             if p.checkpointPath:
                 self.settings.add_recent_checkpoint(checkpoint)
                 self.refreshRecent()
@@ -186,27 +226,31 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         self.ui.segmentProgressBar.visible = True
         self.ui.segmentProgressBar.value = 0
-        self.ui.statusLabel.text = "Starting..."
+        self.setStatus(_("Starting..."))
         self.segmentTimer.start()
         self.updateButtons()
 
     def onSegmentTimer(self):
         state, fraction, stage = self.logic.task.poll()
         self.ui.segmentProgressBar.value = int(100 * fraction)
-        self.ui.statusLabel.text = stage or "Segmenting..."
+        self.ui.statusLabel.text = stage or _("Segmenting...")
+        self.flushLog()
         if state == "running":
             return
         self.segmentTimer.stop()
         self.ui.segmentProgressBar.visible = False
-        p = self._parameterNode
         try:
+            node, note = self.logic.finishSegmentation(self._parameterNode.showSurfaces if self._parameterNode else False)
             result = self.logic.task.result()
-            p.outputSegmentation = self.logic.showResult(p.inputVolume, result, p.outputSegmentation, p.showSurfaces)
+            if self._parameterNode:
+                self._parameterNode.outputSegmentation = node
             seconds = sum(getattr(result, "timings", {}).values())
-            self.ui.statusLabel.text = f"Done: {len(glue.segment_specs(result.table))} organs on {result.device} in {seconds:.0f} s."
+            done = _("Done: {count} organs on {device} in {seconds} s.").format(
+                count=len(glue.segment_specs(result.table)), device=result.device, seconds=f"{seconds:.0f}")
+            self.setStatus(f"{done} {note}".strip())
         except Exception as exc:
-            if state == "cancelled":
-                self.ui.statusLabel.text = glue.user_message(exc)
+            if glue.is_cancelled(exc):
+                self.setStatus(glue.user_message(exc))
             else:
                 self.showError(exc)
         self.updateButtons()
@@ -228,7 +272,7 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         try:
             case_id = self.logic.exportToDataset(p.outputSegmentation, p.inputVolume, self.ui.datasetFolderPathLineEdit.currentPath)
-            self.ui.statusLabel.text = f"Added case {case_id} to the dataset; it can be used for fine-tuning now."
+            self.setStatus(_("Added case {case} to the dataset; it can be used for fine-tuning now.").format(case=case_id))
         except Exception as exc:
             self.showError(exc)
 
@@ -236,7 +280,7 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         p = self._parameterNode
         try:
             path = self.logic.exportToFile(p.outputSegmentation, p.inputVolume, self.ui.datasetFolderPathLineEdit.currentPath, p.exportFormat)
-            self.ui.statusLabel.text = f"Saved {path}." if path else "Use the DICOM export dialog to finish."
+            self.setStatus(_("Saved {path}.").format(path=path) if path else _("Use the DICOM export dialog to finish."))
         except Exception as exc:
             self.showError(exc)
 
@@ -245,22 +289,22 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             if not self.logic.ensureDependencies():
                 return
-            p.jobDir = str(self.logic.startFineTune(
+            p.jobDir = self.logic.startFineTune(
                 self.ui.datasetFolderPathLineEdit.currentPath, self.logic.resolveCheckpoint(p.checkpointPath),
-                p.fineTuneSteps, p.fineTuneMinutes, p.fineTuneDevice))
+                p.fineTuneSteps, p.fineTuneMinutes, p.fineTuneDevice)
             self.ui.fineTuneProgressBar.visible = True
-            self.ui.fineTuneStatusLabel.text = "Starting..."
-            self.ui.cancelFineTuneButton.enabled = True
+            self.setStatus(_("Starting..."), self.ui.fineTuneStatusLabel)
             self.jobTimer.start()
         except Exception as exc:
             self.showError(exc, self.ui.fineTuneStatusLabel)
+        self.updateButtons()
 
     def onJobTimer(self):
-        p = self._parameterNode
-        if not p or not p.jobDir:
+        if not self.logic.jobDir:
+            self.jobTimer.stop()
             return
         try:
-            view = self.logic.jobView(p.jobDir)
+            view = self.logic.jobView()
         except Exception as exc:
             self.jobTimer.stop()
             self.showError(exc, self.ui.fineTuneStatusLabel)
@@ -269,119 +313,40 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.fineTuneProgressBar.visible = True
         self.ui.fineTuneProgressBar.maximum = 0 if view.fraction is None else 100  # 0: busy indicator
         self.ui.fineTuneProgressBar.value = int(100 * (view.fraction or 0))
-        curve = os.path.join(p.jobDir, "curves.png")
+        curve = os.path.join(self.logic.jobDir, "curves.png")
         if os.path.isfile(curve):
             self.ui.curveLabel.setPixmap(qt.QPixmap(curve).scaledToWidth(320, qt.Qt.SmoothTransformation))
-        self.ui.cancelFineTuneButton.enabled = not view.finished
-        self.ui.loadResultButton.enabled = bool(view.best)
         if view.finished:
             self.jobTimer.stop()
+            self.setStatus(view.text, self.ui.fineTuneStatusLabel)
+        self.flushLog()
+        self.updateButtons()
 
     def onCancelFineTune(self):
         try:
-            self.logic.cancelFineTune(self._parameterNode.jobDir)
+            self.logic.cancelFineTune()
+            self.setStatus(_("Cancelling the fine-tuning job..."), self.ui.fineTuneStatusLabel)
         except Exception as exc:
             self.showError(exc, self.ui.fineTuneStatusLabel)
 
     def onLoadResult(self):
-        view = self.logic.jobView(self._parameterNode.jobDir)
+        view = self.logic.jobView()
         if view.best:
             self.ui.checkpointPathLineEdit.currentPath = view.best
             self.settings.add_recent_checkpoint(view.best)
             self.refreshRecent()
 
 
-class LargeKernelSegLogic(ScriptedLoadableModuleLogic):
-    """Volume node -> lkseg Image -> worker -> segmentation node; export and fine-tuning jobs.
-
-    The MRML conversions are in ``LargeKernelSegLib.mrml``, the Slicer-free work (worker, exports,
-    jobs) in ``LargeKernelSegLib.session``; this class joins them for the widget.
-    """
+class LargeKernelSegLogic(logic.PanelLogic, ScriptedLoadableModuleLogic):
+    """Volume node -> lkseg Image -> worker -> segmentation node; export and fine-tuning jobs
+    (``LargeKernelSegLib.logic.PanelLogic``)."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.session = session.SegmentationSession()
-        # child processes (worker, training jobs) run sys.executable (PythonSlicer) and must find lkseg
-        os.environ["PYTHONPATH"] = glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH"))
-
-    @property
-    def task(self):
-        return self.session.task
-
-    @property
-    def card(self):
-        return self.session.card
+        logic.PanelLogic.__init__(self)
 
     def getParameterNode(self):
         return LargeKernelSegParameterNode(super().getParameterNode())
-
-    def ensureDependencies(self, ask=True):
-        """Install missing packages after asking (torch through the PyTorch extension); True if all present."""
-        return install.ensure_dependencies(ask)
-
-    resolveCheckpoint = staticmethod(session.SegmentationSession.resolve_checkpoint)
-
-    def readCard(self, path):
-        return self.session.read_card(path)
-
-    def isRunning(self):
-        return self.session.is_running()
-
-    def volumeToImage(self, volumeNode):
-        return mrml.volume_to_image(volumeNode)
-
-    def startSegmentation(self, volumeNode, checkpoint, device="auto"):
-        """Segment ``volumeNode`` in the worker process, from a background thread; returns the task to poll."""
-        if self.isRunning():
-            raise RuntimeError("a segmentation is already running")
-        return self.session.start(self.volumeToImage(volumeNode), checkpoint, device)
-
-    def cancel(self):
-        self.session.cancel()
-
-    def close(self):
-        self.session.close()
-
-    def showResult(self, volumeNode, result, segmentationNode=None, showSurfaces=False):
-        """Write a ``SegmentationResult`` into a segmentation node with the card's names, colours and codes."""
-        return mrml.show_result(volumeNode, result, self.card, segmentationNode, showSurfaces)
-
-    def segmentationToLabels(self, segmentationNode, volumeNode, table=None):
-        """(volume Image, label Image) from the (edited) segmentation on the volume's grid."""
-        return mrml.segmentation_to_labels(segmentationNode, volumeNode, table or self.segmentationTable(segmentationNode))
-
-    def segmentationTable(self, segmentationNode):
-        """The label table a result node was made with (else the selected model's)."""
-        return mrml.stored_table(segmentationNode) or self.readCard(self.getParameterNode().checkpointPath).labels
-
-    def correctedCase(self, segmentationNode, volumeNode):
-        """(volume Image, label Image, label table) of an edited result, for export."""
-        table = self.segmentationTable(segmentationNode)
-        return (*self.segmentationToLabels(segmentationNode, volumeNode, table), table)
-
-    def exportToDataset(self, segmentationNode, volumeNode, folder):
-        """Add the volume and its corrected labels to the local dataset in ``folder``; returns the case id."""
-        return session.export_to_dataset(folder, volumeNode.GetName(), lambda: self.correctedCase(segmentationNode, volumeNode))
-
-    def exportToFile(self, segmentationNode, volumeNode, folder, fmt):
-        """Write the labels as NIfTI or .seg.nrrd to ``<folder>/exports``; DICOM SEG opens Slicer's DICOM export."""
-        if fmt == "DICOM SEG":
-            dialog = slicer.qSlicerDICOMExportDialog()
-            dialog.setMRMLScene(slicer.mrmlScene)
-            shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-            dialog.execDialog(shNode.GetItemByDataNode(segmentationNode))
-            return None
-        return session.export_to_file(folder, volumeNode.GetName(), fmt, lambda: self.correctedCase(segmentationNode, volumeNode))
-
-    def startFineTune(self, datasetFolder, checkpoint, steps, minutes, device):
-        """Start a detached fine-tuning job in ``<dataset>/jobs/``; returns its folder (it outlives the panel)."""
-        return session.start_fine_tune(datasetFolder, checkpoint, steps, minutes, device)
-
-    def jobView(self, jobDir):
-        return session.fine_tune_view(jobDir)
-
-    def cancelFineTune(self, jobDir):
-        session.cancel_fine_tune(jobDir)
 
 
 class LargeKernelSegTest(selftest.PanelSelfTest, ScriptedLoadableModuleTest):

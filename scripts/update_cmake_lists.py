@@ -21,7 +21,6 @@ MODULE_DIR = ROOT / "LargeKernelSeg"
 CMAKE = MODULE_DIR / "CMakeLists.txt"
 TOP_CMAKE = ROOT / "CMakeLists.txt"
 SCREENSHOTS = ROOT / "Resources" / "Screenshots"
-DEFAULT_SCREENSHOT = "slicer_panel.png"
 REQUIREMENTS_TXT = MODULE_DIR / "Resources" / "requirements.txt"
 BUNDLED_WITH_SLICER = {"numpy"}
 #: core dependencies the Slicer module does not use: lkseg.dicom (DICOM SEG, DICOMweb) serves the CLI and the
@@ -74,10 +73,20 @@ def listed_files(text: str, name: str) -> list[str]:
     return [line.strip() for line in m.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
+RAW_URL = "https://raw.githubusercontent.com/LargeKernelSeg/SlicerLargeKernelSeg/main"
+"""Where the repository's files are served (the catalog reads CMake text literally: no variables in URLs)."""
+NO_SCREENSHOT = ("# No EXTENSION_SCREENSHOTURLS: no screenshot of the module inside Slicer exists yet (Slicer's GUI has not\n"
+                 "# run where this was built; the desktop viewer's screenshots are not the module). The Extensions Index\n"
+                 "# requires one: save Resources/Screenshots/slicer_*.png from Slicer and run this script again.")
+
+
 def screenshot_line(screenshots: Path = SCREENSHOTS) -> str:
-    """``set(EXTENSION_SCREENSHOTURLS ...)`` naming every PNG in Resources/Screenshots (URLs in the repository)."""
-    names = sorted(p.name for p in screenshots.glob("*.png")) if screenshots.is_dir() else []
-    urls = " ".join(f"${{LKSEG_RAW}}/Resources/Screenshots/{n}" for n in names or [DEFAULT_SCREENSHOT])
+    """``set(EXTENSION_SCREENSHOTURLS ...)`` naming every screenshot of the module in Slicer
+    (``Resources/Screenshots/slicer_*.png``) by its full URL, or a comment saying there is none."""
+    names = sorted(p.name for p in screenshots.glob("slicer_*.png")) if screenshots.is_dir() else []
+    if not names:
+        return NO_SCREENSHOT
+    urls = " ".join(f"{RAW_URL}/Resources/Screenshots/{n}" for n in names)
     return f'set(EXTENSION_SCREENSHOTURLS "{urls}")'
 
 

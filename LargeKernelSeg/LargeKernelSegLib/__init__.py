@@ -14,7 +14,6 @@ from .dependencies import (
     lkseg_parent,
     missing_modules,
     pip_requirements,
-    pythonpath_with,
     read_requirements,
 )
 from .finetune import fine_tune_argv, job_total_steps, new_job_dir
@@ -26,7 +25,7 @@ from .geometry import (
     vtk_image_from_array,
     vtk_matrix_to_numpy,
 )
-from .messages import user_message
+from .messages import is_cancelled, user_message
 from .paths import EXPORT_FORMATS, export_path, sanitize_case_id
 from .segments import (
     LABEL_VALUE_TAG,
@@ -42,15 +41,15 @@ from .segments import (
     terminology_entry,
 )
 from lkseg.app.settings import UserSettings as PanelSettings, default_settings_dir
-from .summary import JobView, card_summary, job_view, read_progress
-from .texts import ACKNOWLEDGEMENT_TEXT, HELP_TEXT
+from .summary import JobView, card_summary, card_text, job_view, read_progress
+from .texts import ACKNOWLEDGEMENT_TEXT, DOCUMENTATION_URL, HELP_LINK, HELP_TEXT
 from .task import BackgroundTask
 
 __all__ = [
-    "ACKNOWLEDGEMENT_TEXT", "BackgroundTask", "EXPORT_FORMATS", "HELP_TEXT", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
+    "ACKNOWLEDGEMENT_TEXT", "BackgroundTask", "DOCUMENTATION_URL", "HELP_LINK", "card_text", "is_cancelled", "EXPORT_FORMATS", "HELP_TEXT", "JobView", "LABEL_VALUE_TAG", "PanelSettings", "REQUIREMENTS", "SegmentSpec",
     "array_from_vtk_image", "card_summary", "compose_label_map", "default_settings_dir",
     "export_path", "fine_tune_argv", "job_total_steps", "new_job_dir", "image_from_volume_arrays", "install_prompt", "job_view", "label_value_for_segment",
     "labels_to_vtk_image", "lkseg_parent", "missing_modules", "numpy_to_vtk_matrix", "parse_terminology_entry",
-    "pip_requirements", "pythonpath_with", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",
+    "pip_requirements", "read_progress", "read_requirements", "sanitize_case_id", "segment_id_list", "segment_specs",
     "segmentation_name", "table_from_text", "table_to_text", "terminology_entry", "user_message", "vtk_image_from_array", "vtk_matrix_to_numpy",
 ]

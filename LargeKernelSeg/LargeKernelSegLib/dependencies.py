@@ -69,9 +69,37 @@ def lkseg_parent() -> Path:
     return Path(spec.origin).resolve().parent.parent
 
 
-def pythonpath_with(folder: Path, existing: str | None) -> str:
-    """``PYTHONPATH`` with ``folder`` first (once), so child processes (``python -m lkseg.service.worker``,
-    ``python -m lkseg.training``) import the same ``lkseg`` as the module. Inside Slicer
-    ``sys.executable`` is PythonSlicer, which does not search the extension's folders by itself."""
-    parts = [p for p in (existing or "").split(os.pathsep) if p and Path(p) != Path(folder)]
-    return os.pathsep.join([str(folder), *parts])
+#: distributions pip must never replace: torch (PyTorch Utils chose its CUDA build) and what Slicer's own
+#: Python ships with that the others import (numpy); pinned to the installed versions while installing
+PROTECTED = ("torch", "torchvision", "torchaudio", "numpy")
+
+
+def installed_versions(names=PROTECTED) -> dict[str, str]:
+    """Distribution name -> installed version, for those of ``names`` that are installed."""
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def constraints_text(installed: dict[str, str]) -> str:
+    """A pip constraints file pinning each protected distribution to its installed version (local
+    version labels such as ``+cu121`` included, so a CUDA build is never swapped for another)."""
+    return "".join(f"{name}=={version}\n" for name, version in sorted(installed.items()))
+
+
+def pip_install_args(requirements: list[str], constraints_file: str | os.PathLike | None) -> list[str]:
+    """Arguments after ``pip install``: the requirements, held to the constraints file when there is one.
+    With a torch pinned, pip's resolver picks versions of the others that accept it (e.g. an older
+    MONAI) or fails, and then nothing is installed."""
+    return ([] if constraints_file is None else ["-c", str(constraints_file)]) + list(requirements)
+
+
+def changed_imports(before: dict[str, str], after: dict[str, str], imported: set[str]) -> list[str]:
+    """Distributions whose version changed while they were already imported: Slicer must restart."""
+    return sorted(name for name in after if before.get(name) != after[name] and name in imported)

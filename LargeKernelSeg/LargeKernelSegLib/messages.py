@@ -25,6 +25,11 @@ def _detail(exc: BaseException) -> str:
     return text[:1].upper() + text[1:] if text else ""
 
 
+def is_cancelled(exc: BaseException) -> bool:
+    """True for ``lkseg.errors.Cancelled`` (recognised by name: no lkseg import needed)."""
+    return any(cls.__name__ == "Cancelled" for cls in type(exc).__mro__)
+
+
 def user_message(exc: BaseException) -> str:
     """A sentence a clinician understands, saying what happened and what to do next."""
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
@@ -36,7 +41,7 @@ def user_message(exc: BaseException) -> str:
             return " ".join(template.format(detail=_detail(exc)).split()) or "The operation failed."
     if isinstance(exc, ModuleNotFoundError):
         return (f"A required component ({exc.name or 'a Python package'}) is not installed. "
-                "Click Apply again to install it.")
+                "Press Segment again to install it.")
     if isinstance(exc, FileNotFoundError):
         name = exc.filename or str(exc)
         return f"A file was not found: {name}. Check that it still exists."

@@ -6,18 +6,22 @@ Unlike the rest of ``LargeKernelSegLib`` this file calls Slicer (``slicer``, MRM
 imported only by ``LargeKernelSeg.py``, never by ``LargeKernelSegLib/__init__.py``.
 """
 
+import hashlib
 import json
 import logging
 
 import slicer
 import vtk
+from vtkmodules.util.numpy_support import vtk_to_numpy
 
 from .geometry import image_from_volume_arrays, labels_to_vtk_image
+from .panel import output_choice
 from .segments import (compose_label_map, label_value_for_segment, segment_id_list, segment_specs, segmentation_name,
                        table_from_text, table_to_text)
 
 VALUES_ATTRIBUTE = "LargeKernelSeg.SegmentValues"  # node attribute: JSON {segment id: label value}
 TABLE_ATTRIBUTE = "LargeKernelSeg.LabelTable"  # node attribute: the model's label table (JSON)
+FINGERPRINT_ATTRIBUTE = "LargeKernelSeg.Fingerprint"  # node attribute: content_fingerprint() when written
 
 
 def volume_to_image(volumeNode):
@@ -60,6 +64,7 @@ def show_result(volumeNode, result, card, segmentationNode=None, showSurfaces=Fa
             segment.SetTag("TerminologyEntry", spec.terminology)  # vtkSegment::GetTerminologyEntryTagName()
     segmentationNode.SetAttribute(VALUES_ATTRIBUTE, json.dumps({s.segment_id: s.value for s in specs}))
     segmentationNode.SetAttribute(TABLE_ATTRIBUTE, table_to_text(result.table))
+    segmentationNode.SetAttribute(FINGERPRINT_ATTRIBUTE, content_fingerprint(segmentationNode))
     shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     study = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
     shNode.SetItemParent(shNode.GetItemByDataNode(segmentationNode), study)
@@ -67,6 +72,42 @@ def show_result(volumeNode, result, card, segmentationNode=None, showSurfaces=Fa
         segmentationNode.CreateClosedSurfaceRepresentation()
     slicer.util.setSliceViewerLayers(background=volumeNode)
     return segmentationNode
+
+
+def content_fingerprint(segmentationNode):
+    """SHA-256 over each segment's id, name, label value and binary label map (extent and voxels):
+    any edit in Segment Editor, a renamed, added or removed segment changes it."""
+    digest = hashlib.sha256()
+    segmentation = segmentationNode.GetSegmentation()
+    representation = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
+    hashed = {}  # segments in one shared label map layer: hash its voxels once
+    for index in range(segmentation.GetNumberOfSegments()):
+        segmentId = segmentation.GetNthSegmentID(index)
+        segment = segmentation.GetSegment(segmentId)
+        digest.update(f"{segmentId}\0{segment.GetName()}\0{segment.GetLabelValue()}\0".encode())
+        labelmap = segment.GetRepresentation(representation)
+        if labelmap is None:
+            digest.update(b"no labelmap\0")
+            continue
+        key = labelmap.GetAddressAsString("vtkObject")
+        if key not in hashed:
+            scalars = labelmap.GetPointData().GetScalars()
+            voxels = hashlib.sha256(vtk_to_numpy(scalars).tobytes() if scalars is not None else b"")
+            hashed[key] = f"{tuple(labelmap.GetExtent())}{voxels.hexdigest()}"
+        digest.update(hashed[key].encode())
+    return digest.hexdigest()
+
+
+def result_target(segmentationNode):
+    """(node to write into or None for a new one, note for the user): a node holding segments the user
+    made or edited is never overwritten (:func:`LargeKernelSegLib.panel.output_choice`)."""
+    if segmentationNode is None:
+        return None, ""
+    made_here = bool(segmentationNode.GetAttribute(FINGERPRINT_ATTRIBUTE))
+    choice = output_choice(segmentationNode.GetName(), segmentationNode.GetSegmentation().GetNumberOfSegments(),
+                           made_here, made_here and segmentationNode.GetAttribute(FINGERPRINT_ATTRIBUTE)
+                           == content_fingerprint(segmentationNode))
+    return (segmentationNode if choice.action == "reuse" else None), choice.reason
 
 
 def stored_table(segmentationNode):

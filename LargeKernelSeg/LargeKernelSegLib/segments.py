@@ -7,12 +7,20 @@ written ``scheme^value^meaning`` (vtkSlicerTerminologiesModuleLogic::SerializeTe
 
 from __future__ import annotations
 
+import functools
+import json
 import re
+from pathlib import Path
 from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+TERMINOLOGY_FILE = (Path(__file__).resolve().parent.parent / "Resources" / "Terminology"
+                    / "SegmentationCategoryTypeModifier-LargeKernelSeg.term.json")
+"""The module's own terminology (loaded into Slicer at startup): every code of the built-in label tables,
+as Slicer's DICOM master list has it. Entries with these codes name it instead of the General Anatomy
+list, which lacks some of them (inferior vena cava, portal vein)."""
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
 LABEL_VALUE_TAG = "LargeKernelSeg.LabelValue"
@@ -40,13 +48,34 @@ def _code_text(code: Any) -> str:
     return "^".join(re.sub(r"[~^|]", " ", p) for p in parts)
 
 
+@functools.lru_cache(maxsize=1)
+def own_terminology() -> tuple[str, frozenset[tuple[str, str, str]]]:
+    """(context name, {(category value, type value, modifier value or "")}) of :data:`TERMINOLOGY_FILE`."""
+    data = json.loads(TERMINOLOGY_FILE.read_text(encoding="utf-8"))
+    codes = set()
+    for category in data["SegmentationCodes"]["Category"]:
+        for kind in category.get("Type", []):
+            codes.add((category["CodeValue"], kind["CodeValue"], ""))
+            codes.update((category["CodeValue"], kind["CodeValue"], m["CodeValue"]) for m in kind.get("Modifier", []))
+    return data["SegmentationCategoryTypeContextName"], frozenset(codes)
+
+
+def _value(code: Any) -> str:
+    return "" if code is None else str(code[1] if isinstance(code, (tuple, list)) else code.value)
+
+
 def terminology_entry(label: Any) -> str:
-    """Slicer's terminology string for a ``lkseg.checkpoint.labels.Label``; empty when it has no type code."""
+    """Slicer's terminology string for a ``lkseg.checkpoint.labels.Label``; empty when it has no type code.
+    It names the list that holds the label's codes: ours (:func:`own_terminology`), else Slicer's General
+    Anatomy list (codes of a user's own label table)."""
     if getattr(label, "type", None) is None:
         return ""
     category = label.category if label.category is not None else ANATOMICAL_STRUCTURE
     modifier = getattr(label, "modifier", None)  # laterality, e.g. SCT 24028007 Right
-    return "~".join([TERMINOLOGY_CONTEXT, _code_text(category), _code_text(label.type), _code_text(modifier),
+    context, codes = own_terminology()
+    if (_value(category), _value(label.type), _value(modifier)) not in codes:
+        context = TERMINOLOGY_CONTEXT
+    return "~".join([context, _code_text(category), _code_text(label.type), _code_text(modifier),
                      ANATOMIC_CONTEXT, "^^", "^^"])
 
 

@@ -8,6 +8,7 @@ import time
 
 import slicer
 
+from .dependencies import missing_modules
 from .segments import segment_specs
 
 
@@ -19,7 +20,7 @@ class PanelSelfTest:
     """
 
     def setUp(self):
-        slicer.mrmlScene.Clear()
+        slicer.mrmlScene.Clear(0)
 
     def runTest(self):
         self.setUp()
@@ -57,9 +58,12 @@ class PanelSelfTest:
         self.assertEqual(editor.sourceVolumeNodeID(), volume.GetID())
 
     def test_SegmentExport(self):
+        missing = missing_modules()
+        if missing:  # a test never installs anything (ctest runs on build machines): say what was not run
+            self.delayDisplay(f"LargeKernelSeg test: segmentation not run, missing Python packages {', '.join(missing)}")
+            return
         import numpy as np
         logic = self.newLogic()
-        self.assertTrue(logic.ensureDependencies(ask=False))
         array, volume = self.syntheticVolume()
         checkpoint = logic.resolveCheckpoint("")
         card = logic.readCard("")

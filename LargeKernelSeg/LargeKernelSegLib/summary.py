@@ -108,3 +108,18 @@ def job_view(status: dict, rows: list[dict], total_steps: int | None = None) -> 
     if state == "failed" and status.get("error"):
         parts.append(str(status["error"]).strip().splitlines()[-1][:200])
     return JobView(state, fraction, ", ".join(parts), finished, best)
+
+
+def card_text(path: str, read_card: Any, user_message: Any) -> tuple[str, bool]:
+    """(text for the model box, ok) for the model path being typed or chosen.
+
+    A path that names no file yet (typing is under way) is not an error: it gets a hint and no log
+    entry; a file that is not a usable model gets the plain-language reason.
+    """
+    if path and not Path(path).is_file():
+        return "No model file at this path yet: type or choose a .safetensors file, or clear it for the bundled default.", False
+    try:
+        return card_summary(read_card(path)), True
+    except Exception as exc:  # noqa: BLE001 - a bad file is the user's to fix: say why
+        log.info("model card of %s not readable: %s", path or "the default model", exc)
+        return user_message(exc), False

@@ -4,8 +4,11 @@ HELP_TEXT = (
     "Segments abdominal organs in the selected CT volume with a large-kernel 3D network "
     "(3D UX-Net, RepUX-Net, 3D DeformUX-Net or MedNeXt). Pick a volume and a model file "
     "(or keep the bundled default), press Segment, correct the result in Segment Editor, "
-    "add the corrected case to a local dataset and fine-tune the model on it. "
-    "See <a href='https://github.com/LargeKernelSeg/SlicerLargeKernelSeg'>the documentation</a>.")
+    "add the corrected case to a local dataset and fine-tune the model on it.")
+
+DOCUMENTATION_URL = "https://github.com/LargeKernelSeg/SlicerLargeKernelSeg#the-slicer-extension"
+HELP_LINK = f" See <a href='{DOCUMENTATION_URL}'>the module's documentation</a>."
+"""Appended to the (translated) help text: the link to the module's page."""
 
 ACKNOWLEDGEMENT_TEXT = (
     "Networks: H. H. Lee et al., 3D UX-Net: A Large Kernel Volumetric ConvNet Modernizing "

@@ -90,19 +90,21 @@ def test_corrected_masks_go_into_a_local_dataset(tmp_path):
     assert lab2.same_grid(image)
 
 
-def test_child_processes_find_the_same_lkseg(tmp_path):
+def test_child_processes_find_the_same_lkseg(tmp_path, monkeypatch):
     import os
     import subprocess
 
     import lkseg
 
+    from lkseg.utils.processes import child_env
+
     parent = glue.lkseg_parent()
     assert (parent / "lkseg" / "__init__.py").resolve() == Path(lkseg.__file__).resolve()
-    path = glue.pythonpath_with(parent, os.pathsep.join(["/elsewhere", str(parent)]))
-    assert path.split(os.pathsep) == [str(parent), "/elsewhere"]
-    assert glue.pythonpath_with(parent, None) == str(parent)
-    # a child started in an unrelated folder, without site-packages' editable install, still imports it
-    env = {"PYTHONPATH": path, "PATH": os.environ.get("PATH", "")}
+    # a child started in an unrelated folder, without site-packages' editable install and with no
+    # PYTHONPATH of ours in this process, still imports it: the worker's and the jobs' environment
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    env = {"PYTHONPATH": child_env()["PYTHONPATH"], "PATH": os.environ.get("PATH", "")}
+    assert "PYTHONPATH" not in os.environ
     out = subprocess.run([sys.executable, "-S", "-c", "import lkseg; print(lkseg.__file__)"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -141,8 +143,8 @@ def test_background_task_drives_the_real_worker_process(threshold_checkpoint, mo
     import time
 
     from lkseg.service import client as worker_client
-    # as inside Slicer: the child finds lkseg through PYTHONPATH set by the module's logic
-    monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
+    # as inside Slicer, where nothing puts lkseg on PYTHONPATH: the client gives the worker its own
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     m = oblique_flipped_ijk_to_ras()
     array = np.zeros((10, 16, 14), np.float32)
     array[2:8, 3:12, 4:10] = 1.0
@@ -182,7 +184,7 @@ def test_fine_tune_job_started_like_the_panel_reports_its_failure(tmp_path, thre
     from lkseg.checkpoint.native import read_card
     from lkseg.dataset.local import LocalDataset
 
-    monkeypatch.setenv("PYTHONPATH", glue.pythonpath_with(glue.lkseg_parent(), os.environ.get("PYTHONPATH")))
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the job's environment carries lkseg's folder
     table = read_card(threshold_checkpoint).labels
     assert isinstance(table, labels.LabelTable)
     dataset = tmp_path / "ds"

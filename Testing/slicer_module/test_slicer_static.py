@@ -25,7 +25,7 @@ GUI_TOOLKITS = {"slicer", "qt", "ctk", "vtk", "vtkmodules", "PyQt5", "PyQt6", "P
 
 
 #: LargeKernelSegLib modules that call Slicer; imported only by LargeKernelSeg.py
-SLICER_SIDE_LIB = ("mrml.py", "install.py", "selftest.py")
+SLICER_SIDE_LIB = ("install.py", "logic.py", "mrml.py", "resources.py", "runs.py", "selftest.py")
 
 
 def _module_tree() -> ast.Module:
@@ -134,11 +134,11 @@ def test_top_level_cmake_follows_the_extension_template():
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert re.search(r"^cmake_minimum_required\(VERSION 3\.\d+\.\d+\.\.\.3\.\d+\.\d+ FATAL_ERROR\)", text, re.M)
     assert "project(LargeKernelSeg)" in text
-    for var in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+    for var in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "DEPENDS"):
         assert re.search(rf'^set\(EXTENSION_{var} "[^"]+"\)', text, re.M), f"EXTENSION_{var} missing"
     assert 'set(EXTENSION_CATEGORY "Segmentation")' in text
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in text
-    assert "Resources/Icons/LargeKernelSeg.png" in text and "Resources/Screenshots/" in text
+    assert "Resources/Icons/LargeKernelSeg.png" in text  # screenshots: test_extensions_index.py
     order = ["find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(LargeKernelSeg)",
              "include(${Slicer_EXTENSION_GENERATE_CONFIG})", "include(${Slicer_EXTENSION_CPACK})"]
     positions = [text.find(s) for s in order]

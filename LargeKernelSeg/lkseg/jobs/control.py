@@ -31,7 +31,7 @@ from lkseg.jobs.folder import (
     read_json,
     update_status,
 )
-from lkseg.utils.processes import CHILDREN, detached_options, end_tree, identity, tree
+from lkseg.utils.processes import CHILDREN, child_env, detached_options, end_tree, identity, tree
 from lkseg.utils.atomic import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -138,7 +138,7 @@ def _launch(folder: Path, python: str) -> Path:
     with open(folder / "log.txt", "ab") as logfile:
         proc = subprocess.Popen([python, "-m", "lkseg.jobs", "run", str(folder)], stdin=subprocess.DEVNULL,
                                 stdout=logfile, stderr=subprocess.STDOUT, close_fds=True, cwd=str(folder),
-                                **detached_options())
+                                env=child_env(), **detached_options())
     CHILDREN[proc.pid] = proc
     # the launcher may be the supervisor itself or, under Slicer, a launcher running it as a child;
     # the supervisor records its own identity in status.json

@@ -34,7 +34,7 @@ from typing import Any
 
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.io.image import Image
-from lkseg.utils.processes import child_options, end_tree, identity, tree
+from lkseg.utils.processes import child_env, child_options, end_tree, identity, tree
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class WorkerClient:
         if self.alive:
             return
         self._reap()
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env(PYTHONUNBUFFERED="1")
         with open(self.log_path, "ab") as logfile:
             self._proc = subprocess.Popen(
                 [self.python, "-m", "lkseg.service.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -322,6 +322,9 @@ class WorkerClient:
             return
         self.cancel()
         proc = self._proc
+        # the whole tree, found while the starter still lives: under a launcher (PythonSlicer) the worker
+        # is the launcher's child, which outlives a launcher that exits or is killed first
+        descendants = [p for p in tree([self._proc_ident]) if p.pid != (proc.pid if proc else None)]
         if proc is not None and proc.poll() is None:
             try:
                 with self._write_lock:
@@ -331,6 +334,7 @@ class WorkerClient:
                 proc.wait(timeout=5)
             except (OSError, ValueError, subprocess.TimeoutExpired):
                 pass
+        end_tree([p for p in descendants if p.is_running()], grace_s=2.0)  # before _reap closes the pipes
         self._reap()
         self._closed = True
         shutil.rmtree(self.tmpdir, ignore_errors=True)

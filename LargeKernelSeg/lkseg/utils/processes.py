@@ -106,3 +106,12 @@ def detached_options() -> dict:
 def child_options() -> dict:
     """Popen options for a child process that opens no console window on Windows."""
     return {"creationflags": subprocess.CREATE_NO_WINDOW} if sys.platform == "win32" else {}
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """Environment for a ``python -m lkseg...`` child: this one's, with the folder holding *this* ``lkseg``
+    first on the child's ``PYTHONPATH`` (inside Slicer the interpreter is PythonSlicer, which does not
+    search the extension's folder by itself). Only the child's environment changes, never this process's."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.abspath(p) != here]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([here, *parts]), **extra}
