@@ -30,6 +30,11 @@ LABEL_SUFFIXES = (".nii.gz", ".nii", ".seg.nrrd", ".nrrd", ".mha", ".mhd")
 #: Slicer's terminology context for anatomy and the anatomic-region context
 _TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 _ANATOMY_CONTEXT = "Anatomic codes - DICOM master list"
+#: the DICOM master list, which holds every code of our tables, for types the General Anatomy list lacks
+_MASTER_CONTEXT = "Segmentation category and type - DICOM master list"
+#: SNOMED CT types of our label tables that Slicer's General Anatomy list does not hold (checked against
+#: Slicer's lists by Testing/io/test_terminology_contexts.py): inferior vena cava, portal vein
+_NOT_IN_GENERAL_ANATOMY = {"64131007", "32764006"}
 
 
 def _labels_image(result_or_image: Any) -> Image:
@@ -70,7 +75,8 @@ def terminology_tag(label: Any) -> str:
     if category is None or typ is None:
         return ""
     modifier = getattr(label, "modifier", None)
-    return (f"TerminologyEntry:{_TERMINOLOGY_CONTEXT}~{code(category)}~{code(typ)}~{code(modifier)}"
+    context = _MASTER_CONTEXT if typ.value in _NOT_IN_GENERAL_ANATOMY else _TERMINOLOGY_CONTEXT
+    return (f"TerminologyEntry:{context}~{code(category)}~{code(typ)}~{code(modifier)}"
             f"~{_ANATOMY_CONTEXT}~^^~^^")
 
 
