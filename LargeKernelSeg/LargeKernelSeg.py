@@ -247,7 +247,8 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             seconds = sum(getattr(result, "timings", {}).values())
             done = _("Done: {count} organs on {device} in {seconds} s.").format(
                 count=len(glue.segment_specs(result.table)), device=result.device, seconds=f"{seconds:.0f}")
-            self.setStatus(f"{done} {note}".strip())
+            warnings = " ".join(_("Warning: {note}.").format(note=n) for n in getattr(result, "notes", None) or [])
+            self.setStatus(f"{done} {note} {warnings}".strip())
         except Exception as exc:
             if glue.is_cancelled(exc):
                 self.setStatus(glue.user_message(exc))

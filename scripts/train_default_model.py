@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                  "heldout_voxels": present, "heldout_how": "lkseg.inference.Segmenter, Dice against the model-made "
                  "labels on the input grid", "train_seconds": round(train_s, 1)},
         lkseg_version=__version__)
-    card = replace(card, provenance=prov)
+    card = replace(card, provenance=prov, modality="CT")
 
     models, data = args.resources / "Models", args.resources / "Data"
     models.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ FORMAT_VERSION = 1
 DEFAULT_WINDOW: dict[str, Any] = {"mode": "window", "a_min": -125.0, "a_max": 275.0, "b_min": 0.0, "b_max": 1.0,
                                   "clip": True}
 INTENSITY_MODES = ("window", "zscore", "none")
+#: the kinds of image a card may say it was trained on (the first word of its ``modality``)
+MODALITIES = ("CT", "MR")
 BLEND_MODES = ("gaussian", "constant")
 
 
@@ -213,6 +215,8 @@ class ModelCard:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     provenance: Provenance = field(default_factory=Provenance)
+    #: the images it was trained on: "CT", "MR", or "MR T2-weighted" (kind first, then the sequence); "" unknown
+    modality: str = ""
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
 
@@ -237,6 +241,10 @@ class ModelCard:
                           ("provenance", Provenance)):
             if not isinstance(getattr(self, key), kind):
                 raise CheckpointError(f"{key} must be a {kind.__name__}, got {type(getattr(self, key)).__name__}")
+        if not isinstance(self.modality, str) or len(self.modality) > 64 or \
+                (self.modality and self.modality.split()[0] not in MODALITIES):
+            raise CheckpointError(f"modality must start with one of {', '.join(MODALITIES)} (e.g. 'MR T2-weighted'), "
+                                  f"got {self.modality!r}")
         if self.format != FORMAT_NAME:
             raise CheckpointError(f"format is {self.format!r}, not {FORMAT_NAME!r}")
         if self.format_version != FORMAT_VERSION:
@@ -260,6 +268,7 @@ class ModelCard:
             "preprocessing": self.preprocessing.to_dict(),
             "inference": self.inference.to_dict(),
             "provenance": self.provenance.to_dict(),
+            **({"modality": self.modality} if self.modality else {}),
         }
 
     def to_json(self, indent: int | None = None) -> str:
@@ -287,7 +296,7 @@ class ModelCard:
         if version < 1:
             raise CheckpointError(f"format_version {version} is not valid")
         _check_keys(d, "model card", {"format", "format_version", "architecture", "hyperparameters", "in_channels",
-                                      "labels", "preprocessing", "inference", "provenance"})
+                                      "labels", "preprocessing", "inference", "provenance", "modality"})
         missing = [k for k in ("architecture", "labels") if k not in d]
         if missing:
             raise CheckpointError(f"the model card lacks {', '.join(missing)}")
@@ -303,6 +312,7 @@ class ModelCard:
             preprocessing=Preprocessing.from_dict(d.get("preprocessing") or {}),
             inference=InferenceSettings.from_dict(d.get("inference") or {}),
             provenance=Provenance.from_dict(d.get("provenance") or {}),
+            modality=d.get("modality") or "",
         )
 
     @classmethod
@@ -330,6 +340,7 @@ class ModelCard:
         table = self.labels
         lines = [
             f"Architecture:   {self.architecture} ({hp})",
+            f"Modality:       {self.modality or 'not stated'}",
             f"Channels:       {self.in_channels} in, {self.out_channels} out (background + {len(table)} labels)",
             f"Labels:         {table.name or 'custom'} ({len(table)})",
         ]

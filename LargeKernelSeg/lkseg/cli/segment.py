@@ -208,6 +208,8 @@ def _run(args: argparse.Namespace, given: list[Path]) -> int:
             print(f"lkseg: error: {src}: skipped: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
             continue
         print(f"{src} -> {', '.join(str(w) for w in written)}  ({result.timings['total']:.1f} s)")
+        for note in result.notes:
+            print(f"lkseg: warning: {src}: {note}", file=sys.stderr)
         for row in rows:
             if row["voxels"]:
                 print(f"  {row['value']:>3}  {row['name']:<32} {row['volume_ml']:>10.1f} mL")

@@ -22,6 +22,7 @@ import torch
 
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.inference.back_resampling import labels_on_source
+from lkseg.inference.modality import modality_warning
 from lkseg.inference.sliding_window import SlidingWindow, is_oom
 from lkseg.io.image import Image
 from lkseg.io.integrity import finite_voxels
@@ -96,6 +97,10 @@ class Segmenter:
         if fixed:
             log.warning("%s", fixed)
             notes.append(fixed)
+        mismatch = modality_warning(image.array, getattr(self.card, "modality", ""))
+        if mismatch:
+            log.warning("%s", mismatch)
+            notes.append(mismatch)
         num_classes = int(self.card.out_channels)
         settings = self.card.inference
         t_all = time.perf_counter()

@@ -190,7 +190,8 @@ class SegmentPanel(QGroupBox):
         self.state.set_labels(result.labels.array.astype("uint8" if result.table.num_classes <= 256 else "int16"),
                               result.table, algorithm=self._algorithm())
         secs = result.timings.get("total", 0.0)
-        self.status.setText(f"Done in {secs:.1f} s on {result.device}.")
+        notes = " ".join(f"Warning: {n}." for n in getattr(result, "notes", []) or [])
+        self.status.setText(f"Done in {secs:.1f} s on {result.device}." + (f" {notes}" if notes else ""))
         self.progress.setValue(1000)
         self.progress.setFormat("done")
         self.segmented.emit(result)
