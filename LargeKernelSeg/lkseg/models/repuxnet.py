@@ -38,9 +38,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from lkseg.models.blocks import UXEncoder, UXNetLayout
+from lkseg.models.depthwise import depthwise_conv3d
 from lkseg.models.registry import register
 
 __all__ = ["RepUXNet", "RepUXBlock", "bayesian_frequency_matrix"]
@@ -75,8 +75,8 @@ class RepUXBlock(nn.Module):
         return w if self.deploy else w * self.bfm.to(dtype=w.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = self.dwconv
-        y = F.conv3d(x, self.effective_weight(), conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+        # direct or FFT, whichever is faster for this shape (lkseg.models.depthwise); both equal F.conv3d
+        y = depthwise_conv3d(x, self.effective_weight(), self.dwconv.bias)
         return self.act(self.norm(y))
 
     @torch.no_grad()

@@ -1,0 +1,66 @@
+"""The FFT path of the large-kernel depthwise conv equals the direct one (outputs and gradients), and
+``auto`` keeps what it measured."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lkseg.models import depthwise
+from lkseg.models.depthwise import depthwise_conv3d, fft_depthwise_conv3d
+from lkseg.models.repuxnet import RepUXBlock
+
+
+def direct(x, w, b):
+    return F.conv3d(x, w, b, padding=w.shape[-1] // 2, groups=w.shape[0])
+
+
+@pytest.mark.parametrize(("shape", "k"), [((2, 3, 9, 11, 13), 3), ((1, 4, 12, 10, 8), 7), ((1, 2, 16, 20, 18), 21),
+                                          ((1, 2, 5, 6, 7), 9)])
+def test_fft_equals_direct_forward_and_backward(shape, k) -> None:
+    torch.manual_seed(k)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[1], 1, k, k, k, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[1], dtype=torch.float64, requires_grad=True)
+    probe = torch.randn(shape, dtype=torch.float64)  # a non-uniform upstream gradient
+    grads = []
+    for fn in (direct, fft_depthwise_conv3d):
+        out = fn(x, w, b)
+        grads.append((out, *torch.autograd.grad((out * probe).sum(), (x, w, b))))
+    for a, c in zip(*grads):
+        torch.testing.assert_close(c, a, rtol=1e-9, atol=1e-9)
+
+
+def test_float32_error_is_small_on_a_repuxnet_sized_input() -> None:
+    torch.manual_seed(0)
+    x, w, b = torch.randn(1, 8, 24, 24, 24), torch.randn(8, 1, 21, 21, 21) * 0.01, torch.randn(8)
+    ref = direct(x, w, b)
+    assert ((fft_depthwise_conv3d(x, w, b) - ref).abs().max() / ref.abs().max()).item() < 1e-5
+
+
+def test_auto_measures_once_and_keeps_its_choice(monkeypatch) -> None:
+    monkeypatch.setattr(depthwise, "_chosen", {})
+    x, w = torch.randn(1, 2, 14, 14, 14), torch.randn(2, 1, 13, 13, 13)
+    first = depthwise_conv3d(x, w, None, path="auto")
+    torch.testing.assert_close(first, direct(x, w, None))  # the measuring call returns the direct result
+    (key, choice), = depthwise.chosen_paths().items()
+    assert key[2] == 13 and key[3] == (1, 2, 14, 14, 14) and choice in ("direct", "fft")
+    depthwise._chosen[key] = "fft"
+    torch.testing.assert_close(depthwise_conv3d(x, w, None, path="auto"), fft_depthwise_conv3d(x, w, None))
+    small = torch.randn(2, 1, 7, 7, 7)
+    depthwise_conv3d(x, small, None, path="auto")
+    assert len(depthwise.chosen_paths()) == 1  # a 7^3 kernel never tries the FFT
+    with pytest.raises(ValueError, match="LKSEG_DWCONV must be one of"):
+        depthwise_conv3d(x, w, None, path="fast")
+
+
+def test_repux_block_on_either_path(monkeypatch) -> None:
+    torch.manual_seed(1)
+    block = RepUXBlock(dim=4, kernel_size=15).eval()
+    x = torch.randn(1, 4, 16, 16, 16)
+    with torch.no_grad():
+        monkeypatch.setenv("LKSEG_DWCONV", "direct")
+        a = block(x)
+        monkeypatch.setenv("LKSEG_DWCONV", "fft")
+        b = block(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
