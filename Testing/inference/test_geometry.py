@@ -166,3 +166,46 @@ def test_fast_back_resampling_equals_full_interpolation(seed: int) -> None:
     np.testing.assert_array_equal(fast, full)
     # slab by slab (a few input slices at a time) the full interpolation gives the same labels
     np.testing.assert_array_equal(labels_on_source(probs, grid, source, 5, method="full", slab_voxels=2000), full)
+
+
+@pytest.mark.parametrize("case", ["lps", "flipped", "permuted", "cropped"])
+def test_axis_aligned_back_resampling_equals_the_general_path(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Axis-aligned grids take the per-axis path (no per-voxel matrix product). It gives exactly the labels of
+    the general path, with flips, permuted axes and a cropped network grid (input voxels outside it are
+    background), and the full interpolation's up to ties (the full path computes its coordinates another way,
+    so at a voxel where two classes tie to float precision either may win: at most 2 voxels here)."""
+    import torch
+    import torch.nn.functional as F
+    from lkseg.inference import back_resampling
+    from lkseg.inference.back_resampling import _axis_map, labels_on_source
+    from lkseg.preprocessing.spatial import Grid, crop_grid, network_grid
+
+    direction = {"lps": np.eye(3), "flipped": np.diag([-1.0, -1.0, 1.0]), "cropped": np.diag([1.0, -1.0, -1.0]),
+                 "permuted": np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])}[case]
+    source = Grid((21, 33, 26), Image(np.zeros((21, 33, 26)), (0.8, 1.3, 2.1), (4.0, -7.0, 11.0), direction).ijk_to_lps())
+    grid = network_grid(source, "RAS", (1.7, 1.1, 1.4))
+    if case == "cropped":
+        grid = crop_grid(grid, (slice(2, grid.shape[0] - 3), slice(1, grid.shape[1]), slice(0, grid.shape[2] - 2)))
+    assert _axis_map(np.linalg.inv(grid.matrix) @ source.matrix) is not None
+    coarse = torch.rand(1, 6, 5, 6, 4, generator=torch.Generator().manual_seed(7))
+    probs = torch.softmax(4 * F.interpolate(coarse, size=grid.shape, mode="trilinear"), dim=1)
+    fast = labels_on_source(probs, grid, source, 6, method="fast", slab_voxels=3000)
+    full = labels_on_source(probs, grid, source, 6, method="full")
+    monkeypatch.setattr(back_resampling, "_axis_map", lambda matrix: None)  # the general path, for comparison
+    general = labels_on_source(probs, grid, source, 6, method="fast", slab_voxels=3000)
+    assert len(np.unique(full)) >= 3
+    if case == "cropped":
+        assert (full == 0).any()
+    np.testing.assert_array_equal(fast, general)
+    assert int((fast != full).sum()) <= 2
+
+
+def test_a_rotated_grid_is_not_taken_for_an_aligned_one() -> None:
+    from lkseg.inference.back_resampling import _axis_map
+
+    rotation = random_rotation(np.random.default_rng(3), reflect=False)
+    m = np.eye(4)
+    m[:3, :3] = rotation
+    assert _axis_map(m) is None
+    m[:3, :3] = np.diag([2.0, -0.5, 1.0])[[2, 0, 1]]
+    assert _axis_map(m) == [2, 0, 1]  # rows: network axis i follows source k, j follows i, k follows j
