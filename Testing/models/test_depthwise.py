@@ -54,6 +54,27 @@ def test_auto_measures_once_and_keeps_its_choice(monkeypatch) -> None:
         depthwise_conv3d(x, w, None, path="fast")
 
 
+def test_cpu_training_takes_the_fft_and_inference_keeps_direct_for_small_kernels(monkeypatch) -> None:
+    """A 7^3 kernel: no gradient -> direct (bit-equal to F.conv3d); a gradient on the CPU -> FFT, whose
+    gradients equal the direct ones."""
+    monkeypatch.setattr(depthwise, "_chosen", {})
+    torch.manual_seed(2)
+    conv = depthwise.DepthwiseConv3d(3, 7)
+    x = torch.randn(1, 3, 10, 9, 8)
+    with torch.no_grad():
+        assert torch.equal(conv(x), F.conv3d(x, conv.weight, conv.bias, padding=3, groups=3))
+    calls = []
+    monkeypatch.setattr(depthwise, "fft_depthwise_conv3d",
+                        lambda *a: calls.append(1) or fft_depthwise_conv3d(*a))
+    out = conv(x)
+    grads = torch.autograd.grad(out.sum(), (conv.weight, conv.bias))
+    expected = torch.autograd.grad(direct(x, conv.weight, conv.bias).sum(), (conv.weight, conv.bias))
+    assert calls == [1]
+    for g, e in zip(grads, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+    assert set(conv.state_dict()) == {"weight", "bias"}
+
+
 def test_repux_block_on_either_path(monkeypatch) -> None:
     torch.manual_seed(1)
     block = RepUXBlock(dim=4, kernel_size=15).eval()

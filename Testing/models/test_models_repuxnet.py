@@ -35,7 +35,10 @@ def test_bfm_is_alpha_over_distance_plus_alpha(k: int, alpha: float) -> None:
     assert table[c, c, c].item() == 1.0
 
 
-def test_optimizer_updates_raw_weight_without_compounding() -> None:
+def test_optimizer_updates_raw_weight_without_compounding(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the hand-made reference below convolves with F.conv3d; the block must too (its FFT path, which CPU
+    # training takes, is compared with F.conv3d in test_depthwise.py)
+    monkeypatch.setenv("LKSEG_DWCONV", "direct")
     torch.manual_seed(0)
     block = RepUXBlock(dim=2, kernel_size=5, alpha=1.0)
     x = torch.randn(1, 2, 6, 6, 6)

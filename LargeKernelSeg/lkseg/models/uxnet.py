@@ -21,6 +21,7 @@ import torch.nn as nn
 from monai.networks.layers import DropPath
 
 from lkseg.models.blocks import LayerNorm3d, UXEncoder, UXNetLayout
+from lkseg.models.depthwise import DepthwiseConv3d
 from lkseg.models.registry import register
 
 __all__ = ["UXNet", "UXBlock"]
@@ -51,7 +52,8 @@ class UXBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _make_mixer(self, dim: int, kernel_size: int) -> nn.Module:
-        return nn.Conv3d(dim, dim, kernel_size=kernel_size, padding=kernel_size // 2, groups=dim)
+        # an nn.Conv3d (same keys) that runs direct or FFT, whichever is faster (lkseg.models.depthwise)
+        return DepthwiseConv3d(dim, kernel_size)
 
     def spatial_mix(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.mixer_name)(x)
