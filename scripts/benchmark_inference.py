@@ -5,8 +5,8 @@ Both pipelines segment the same volume with the same network weights:
 
 * ours: ``lkseg.inference.Segmenter`` (physical-coordinate resampling on the device, Gaussian
   blending, batched windows, autocast on CUDA, probabilities resampled back trilinearly);
-* reference: the same network in fp32; MONAI ``LoadImage``/``Orientation``/``Spacing``/
-  ``ScaleIntensityRange`` transforms; ``sliding_window_inference`` (overlap 0.5, sw_batch_size 4,
+* reference: the same network in fp32, its depthwise layers on the direct ``F.conv3d`` path; MONAI
+  ``LoadImage``/``Orientation``/``Spacing``/``ScaleIntensityRange`` transforms; ``sliding_window_inference`` (overlap 0.5, sw_batch_size 4,
   constant blending); argmax; the label map resampled back onto the input with SimpleITK
   nearest-neighbour.
 
@@ -95,6 +95,10 @@ def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: in
 
 
 def run_reference(checkpoint: str, image_path: str, device: str, out: str, repeat: int = 1) -> dict[str, Any]:
+    import os
+
+    # the plain pipeline convolves with F.conv3d: our networks' depthwise layers take the direct path here
+    os.environ["LKSEG_DWCONV"] = "direct"
     import numpy as np
     import SimpleITK as sitk
     import torch
