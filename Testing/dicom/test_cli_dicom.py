@@ -25,10 +25,11 @@ def test_segment_writes_a_dicom_seg_equal_to_the_label_file(series_dirs: dict[st
                                                             ct_threshold_checkpoint: Path) -> None:
     series = series_dirs["reversed"]
     common = ("segment", str(series), "-m", str(ct_threshold_checkpoint), "--device", "cpu")
-    seg = lkseg(*common, "-o", str(tmp_path / "seg"), "--format", "dicom-seg")
+    seg = lkseg(*common, "-o", str(tmp_path / "seg"), "--format", "dicom-seg", "--volumes")
     nii = lkseg(*common, "-o", str(tmp_path / "nii"))
     assert seg.returncode == 0 and nii.returncode == 0, seg.stderr + nii.stderr
     path = tmp_path / "seg" / "reversed_seg.dcm"
+    assert sorted(p.name for p in (tmp_path / "seg").iterdir()) == ["reversed_seg.dcm", "reversed_seg_volumes.csv"]
     labels = read_image(tmp_path / "nii" / "reversed_seg.nii.gz")
     table = read_card(ct_threshold_checkpoint).labels
     back, _ = read_dicom_seg(path, load_source_series(series), read_image(series), table)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"nii.gz": ".nii.gz", "nii": ".nii", "seg.nrrd": ".seg.nrrd", "nrrd": ".nrrd", "mha": ".mha",
            "dicom-seg": ".dcm"}
-_STRIP = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+_STRIP = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
