@@ -219,6 +219,8 @@ def test_cancel_keeps_the_window_responsive(window, qtbot):
     qtbot.wait(60)
     qtbot.mouseClick(win.segment_panel.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: not win.segment_panel.busy, timeout=20000)
+    # the thread's finished signal reaches the panel (which re-enables Segment) through the event loop
+    qtbot.waitUntil(win.segment_panel.run_button.isEnabled, timeout=5000)
     busy_s = time.perf_counter() - t0
     timer.stop()
     # the GUI thread kept running its 20 ms timer while the worker was busy (>= 1 tick per 100 ms)
