@@ -63,17 +63,12 @@ def run_add(args: argparse.Namespace) -> int:
 
 def _read_labels(args: argparse.Namespace, image, table):
     """The label map file, or a DICOM SEG placed on the image's series and mapped to ``table``."""
-    from lkseg.dicom.seg_read import is_dicom_seg, read_dicom_seg
-    from lkseg.dicom.source import is_dicom_folder, load_source_series
+    from lkseg.dicom.seg_read import is_dicom_seg, labels_from_seg
     from lkseg.io.imageio import read_image
 
     if not is_dicom_seg(args.labels):
         return read_image(args.labels)
-    if not is_dicom_folder(args.image):
-        raise LkSegError(f"{args.labels} is a DICOM SEG: give the DICOM series folder it was drawn on as the image, "
-                         f"not {args.image}")
-    labels, mapping = read_dicom_seg(args.labels, load_source_series(args.image), image, table,
-                                     skip_unmapped=args.skip_unmapped)
+    labels, mapping = labels_from_seg(args.labels, args.image, image, table, skip_unmapped=args.skip_unmapped)
     for line in mapping.unmapped:
         print(f"left out {line}: no label of the table matches it")
     return labels

@@ -16,10 +16,15 @@ from typing import Any
 
 import highdicom as hd
 import numpy as np
-import pydicom
 
 from lkseg.checkpoint.labels import LabelError
-from lkseg.dicom.source import DicomSourceError, SourceSeries, is_dicom_seg
+from lkseg.dicom.source import (
+    DicomSourceError,
+    SourceSeries,
+    is_dicom_folder,
+    is_dicom_seg,
+    load_source_series,
+)
 from lkseg.io.image import Image
 
 log = logging.getLogger(__name__)
@@ -96,17 +101,24 @@ def read_dicom_seg(path: str | Path, source: SourceSeries, grid: Image, table: A
             "(--skip-unmapped)")
     if not mapping.values:
         raise DicomSourceError(f"{path}: none of its segments maps to the label table")
-    numbers = sorted(mapping.values)
-    masks = _masks(seg, source, numbers)
     labels = np.zeros(grid.array.shape, dtype=np.uint16 if table.num_classes > 256 else np.uint8)
     overlap = np.zeros(grid.array.shape, dtype=bool)
-    for index, number in enumerate(numbers):
-        mask = masks[..., index] > 0.5
+    for number in sorted(mapping.values):  # one segment at a time: memory of one mask, not of all
+        mask = _masks(seg, source, [number])[..., 0] > 0.5
         overlap |= mask & (labels > 0)
         labels[mask] = mapping.values[number]
     if overlap.any():
         log.warning("%s: segments overlap in %d voxels; the later segment was kept there", path, int(overlap.sum()))
     return grid.with_array(labels), mapping
+
+
+def labels_from_seg(path: str | Path, series_folder: str | Path, grid: Image, table: Any,
+                    skip_unmapped: bool = False) -> tuple[Image, SegMapping]:
+    """:func:`read_dicom_seg` over the DICOM series in ``series_folder`` (refused when it is not one)."""
+    if not is_dicom_folder(Path(series_folder)):
+        raise DicomSourceError(f"{path} is a DICOM SEG: it is read over the DICOM series it was drawn on, and "
+                               f"{series_folder} is not a DICOM series folder; open or give that series")
+    return read_dicom_seg(path, load_source_series(series_folder), grid, table, skip_unmapped=skip_unmapped)
 
 
 def _masks(seg: hd.seg.Segmentation, source: SourceSeries, numbers: list[int]) -> np.ndarray:

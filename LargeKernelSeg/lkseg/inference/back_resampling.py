@@ -74,10 +74,7 @@ def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes:
             lab = net_flat[cell]
             mixed = ~uniform_flat[cell]
             if bool(mixed.any()):
-                g = q[mixed] * scale - (n_ijk > 1).float()  # normalised, align_corners=True
-                p = F.grid_sample(probs, g.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border",
-                                  align_corners=True)
-                lab[mixed] = p[0, :, 0, 0].max(dim=0).indices
+                lab[mixed] = _interpolated_labels(probs, q[mixed], scale, n_ijk)
         if not covered:
             outside = ((idx < -0.5) | (idx > n_ijk - 0.5)).any(dim=-1)
             lab[outside] = 0
@@ -85,6 +82,13 @@ def labels_on_source(probs: torch.Tensor, grid: Grid, source: Grid, num_classes:
         if progress is not None:
             progress(k1 / sk)
     return labels
+
+
+def _interpolated_labels(probs: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, n_ijk: torch.Tensor) -> torch.Tensor:
+    """Argmax of the probabilities trilinearly interpolated at network coordinates ``q`` [N, 3] (i, j, k)."""
+    g = q * scale - (n_ijk > 1).float()  # normalised, align_corners=True
+    p = F.grid_sample(probs, g.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True)
+    return p[0, :, 0, 0].max(dim=0).indices  # max().indices is argmax, several times faster on CPU
 
 
 def _axis_map(to_net: np.ndarray, tol: float = 1e-9) -> list[int] | None:
@@ -130,9 +134,7 @@ def _aligned_slab(probs: torch.Tensor, net_flat: torch.Tensor, uniform_flat: tor
         src = torch.stack((where[:, 2].float(), where[:, 1].float(), (where[:, 0] + k0).float()), dim=-1)
         idx = torch.stack([src[:, s] * t[a, s] + t[a, 3] for a, s in enumerate(axes)], dim=-1)
         q = torch.minimum(idx.clamp_min(0), n_ijk - 1)
-        g = q * scale - (n_ijk > 1).float()
-        p = F.grid_sample(probs, g.view(1, 1, 1, -1, 3), mode="bilinear", padding_mode="border", align_corners=True)
-        lab[mixed] = p[0, :, 0, 0].max(dim=0).indices.to(lab.dtype)
+        lab[mixed] = _interpolated_labels(probs, q, scale, n_ijk).to(lab.dtype)
     if bool(outside.any()):
         lab[outside] = 0
     return lab

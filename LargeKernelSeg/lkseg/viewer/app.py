@@ -232,15 +232,14 @@ class MainWindow(QMainWindow):
         return True
 
     def _read_seg(self, path: str | Path):
-        from lkseg.dicom import load_source_series, read_dicom_seg
+        from lkseg.dicom.seg_read import labels_from_seg
 
         st = self.state
-        if st.image is None or not st.image_path or not Path(st.image_path).is_dir():
+        if st.image is None or not st.image_path:
             raise ValueError("a DICOM SEG is read over its DICOM series: open the series folder first")
         if st.table is None:
             raise ValueError("pick a checkpoint first: its label table names the organs the SEG's segments map to")
-        labels, mapping = read_dicom_seg(path, load_source_series(st.image_path), st.image, st.table,
-                                         skip_unmapped=True)
+        labels, mapping = labels_from_seg(path, st.image_path, st.image, st.table, skip_unmapped=True)
         if mapping.unmapped:
             log.warning("%s: left out %s", path, "; ".join(mapping.unmapped))
             self.statusBar().showMessage(f"Left out {len(mapping.unmapped)} segment(s) the label table does not "
