@@ -72,11 +72,32 @@ def test_crops_are_reproducible_padded_and_rank_dependent():
     assert 8 <= sum(pos) <= 32
 
 
+def test_augmentation_never_mirrors_paired_organs():
+    """A flipped crop puts the right kidney where the left one is and keeps its label: the sampler's
+    augmentation must rotate, scale and change intensity, never mirror."""
+    img = torch.rand(1, 32, 32, 16)
+    lab = torch.zeros(1, 32, 32, 16, dtype=torch.long)
+    lab[0, 2:9, 10:22, 4:12] = 1      # "right kidney" at low X (RAS: X grows to the left)
+    lab[0, 23:30, 10:22, 4:12] = 2    # "left kidney" at high X
+    lab[0, 12:20, 2:8, 4:12] = 3      # an organ at low Y
+    sampler = CropSampler([Case("a", img, lab)], roi=(32, 32, 16), augment=True)
+    changed = 0
+    for step in range(60):
+        _, y = sampler.batch(1, seed=3, rank=0, step=step)
+        changed += int(not torch.equal(y, lab[None]))
+        xs = [torch.nonzero(y[0, 0] == v).float().mean(0) for v in (1, 2, 3)]
+        assert xs[0][0] < 16 < xs[1][0], f"step {step}: the paired organs swapped sides"
+        assert xs[2][1] < 16, f"step {step}: the volume was mirrored front to back"
+    assert changed >= 15  # the spatial augmentation does act
+
+
 def test_split_uses_the_single_case_for_validation_and_says_so():
     train_ids, val_ids, note = split_cases(["a"], None, 0.2)
     assert train_ids == val_ids == ["a"] and "single case" in note
     assert split_cases(["a", "b", "c", "d", "e"], None, 0.2)[:2] == (["a", "b", "c", "d"], ["e"])
     assert split_cases(["a", "b", "c"], ["a"], 0.2)[:2] == (["b", "c"], ["a"])
+    train_ids, val_ids, note = split_cases(["a", "b", "c"], None, 0.0)  # the newest correction is trained on
+    assert train_ids == val_ids == ["a", "b", "c"] and "no case was held out" in note
     with pytest.raises(LkSegError, match="not in the dataset"):
         split_cases(["a"], ["zz"], 0.2)
 

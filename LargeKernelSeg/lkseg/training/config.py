@@ -119,7 +119,9 @@ def add_training_arguments(p: argparse.ArgumentParser, require_source: bool = Fa
     p.add_argument("--spacing", type=positive_float, nargs=3, help="scratch: target spacing in mm")
     p.add_argument("--intensity", type=json.loads, help="scratch: intensity normalisation as JSON")
     p.add_argument("--val-cases", nargs="+", help="case ids held out for validation")
-    p.add_argument("--val-fraction", type=fraction, default=0.2)
+    p.add_argument("--val-fraction", type=fraction, default=0.2,
+                   help="share of the cases held out for validation when --val-cases is not given (the last "
+                   "ones); 0 trains on every case and validates on them")
     p.add_argument("--upkern-from", type=Path, help="MedNeXt: kernel-3 checkpoint to initialise a kernel-5 net")
     p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
     p.add_argument("--no-augment", dest="augment", action="store_false")
