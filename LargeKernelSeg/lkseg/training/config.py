@@ -123,7 +123,8 @@ def add_training_arguments(p: argparse.ArgumentParser, require_source: bool = Fa
                    help="share of the cases held out for validation when --val-cases is not given (the last "
                    "ones); 0 trains on every case and validates on them")
     p.add_argument("--upkern-from", type=Path, help="MedNeXt: kernel-3 checkpoint to initialise a kernel-5 net")
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32: no mixed precision (by default bfloat16/float16 on CUDA, "
+                   "bfloat16 on CPUs with native bfloat16)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible)")
     p.add_argument("--num-threads", type=positive_int, help="CPU threads per process")

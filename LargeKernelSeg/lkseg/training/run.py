@@ -33,8 +33,12 @@ from lkseg.training.loop import (
     unfold_repuxnet,
     warmup_cosine,
 )
+from lkseg.utils.devices import training_autocast_dtype
 
 log = logging.getLogger(__name__)
+
+#: a --minutes run measures its step time again this many steps after fixing its length
+REFINE_STEPS = 20
 
 DEFAULT_WINDOW = {"mode": "window", "a_min": -125.0, "a_max": 275.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
 
@@ -240,10 +244,11 @@ class Run:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DDP(self.model, device_ids=ids)
         self._dump_weights("initial")
-        use_amp = cfg.amp and self.device.type == "cuda"
-        amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        amp_dtype = training_autocast_dtype(self.device, cfg.amp)
+        use_amp = amp_dtype is not None
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and amp_dtype == torch.float16)
         timer, start_step, t0 = Timer(), self.step, time.monotonic() - self.elapsed
+        refine: tuple[int, float] | None = None  # (step, elapsed) when a --minutes run fixed its length
         loss_value = float("nan")
         while self.step < self.total_steps:
             if self.cancel is not None and self.cancel.is_set():
@@ -264,7 +269,12 @@ class Run:
             timer.tick()
             self.elapsed = time.monotonic() - t0
             if self.time_limited and self.step == start_step + 3 and self.total_steps >= 10**9:
-                self._fix_length(timer)
+                self._fix_length(timer.avg)
+                refine = (self.step, self.elapsed)
+            elif refine is not None and self.step == refine[0] + REFINE_STEPS:
+                # the first steps are slow (allocation, kernel choice): measure again on steady steps
+                self._fix_length((self.elapsed - refine[1]) / REFINE_STEPS)
+                refine = None
             val = None
             if self.step % max(1, cfg.val_every) == 0 or self.step >= self.total_steps:
                 val = self._validate()
@@ -284,12 +294,15 @@ class Run:
                 self.progress_fn({**done, "total_steps": self.total_steps})
         return self.best_path
 
-    def _fix_length(self, timer: Timer) -> None:
+    def _fix_length(self, seconds_per_step: float | None) -> None:
+        """Set the run's length so that it ends about ``--minutes`` after it started (the learning-rate
+        schedule follows it); fixed after 3 steps and measured again after :data:`REFINE_STEPS` more."""
+        per_step = max(seconds_per_step or 1.0, 1e-6)
         remaining = self.cfg.minutes * 60.0 - self.elapsed
-        n = int(0.9 * remaining / max(timer.avg or 1.0, 1e-6))
+        n = int(0.95 * remaining / per_step)
         total = broadcast_object(self.step + max(1, n), self.dist)
         self.total_steps = total
-        log.info("--minutes %.1f: about %.2f s/step, training for %d steps", self.cfg.minutes, timer.avg, total)
+        log.info("--minutes %.1f: about %.2f s/step, training for %d steps", self.cfg.minutes, per_step, total)
 
     def _mean_over_ranks(self, value: float) -> float:
         if not self.dist.initialized:
@@ -342,8 +355,9 @@ class Run:
         inf = self.card.inference
         self.model.eval()
         sums: dict[int, list[float]] = {v: [] for v in self.label_values}
-        use_amp = self.cfg.amp and self.device.type == "cuda"
-        with torch.no_grad(), torch.autocast(self.device.type, enabled=use_amp):
+        amp_dtype = training_autocast_dtype(self.device, self.cfg.amp)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=amp_dtype or torch.float32,
+                                             enabled=amp_dtype is not None):
             for case in self.val_cases:
                 logits = sliding_window_inference(
                     case.image[None].to(self.device), self.roi, int(getattr(inf, "sw_batch_size", 4)),
@@ -373,7 +387,9 @@ class Run:
             training_data={"dataset": self.dataset.name, "dataset_path": str(self.cfg.dataset),
                            "cases": list(self.train_ids), "val_cases": list(self.val_ids),
                            "num_cases": len(self.train_ids), "steps": self.step, "batch_size": self.cfg.batch_size,
-                           "world_size": self.dist.world_size, "roi_size": list(self.roi), "lr": self.lr},
+                           "world_size": self.dist.world_size, "roi_size": list(self.roi), "lr": self.lr,
+                           "precision": str(training_autocast_dtype(self.device, self.cfg.amp) or torch.float32)
+                           .removeprefix("torch.")},
             metrics={"val_dice": val.get("per_label"), "val_dice_mean": val.get("mean"), "step": self.step,
                      "val_cases": list(self.val_ids), "notes": self.split_note})
         card = dataclasses.replace(self.card, provenance=prov)
