@@ -131,9 +131,13 @@ class InferenceSettings:
     overlap: float = 0.5
     blend: str = "gaussian"
     sw_batch_size: int = 4
+    #: keep only the largest connected piece of each organ (decided on the model's cross-validation)
+    largest_component: bool = False
 
     def __post_init__(self) -> None:
         self.roi_size = _triple(self.roi_size, "inference.roi_size", int)  # type: ignore[assignment]
+        if not isinstance(self.largest_component, bool):
+            raise CheckpointError(f"inference.largest_component must be true or false, got {self.largest_component!r}")
         if max(self.roi_size) > MAX_ROI_SIDE or math.prod(self.roi_size) > MAX_ROI_VOXELS:
             raise CheckpointError(f"inference.roi_size {list(self.roi_size)} is larger than any network window "
                                   f"({MAX_ROI_SIDE} per side, {MAX_ROI_VOXELS:,} voxels); is the card damaged?")
@@ -149,11 +153,11 @@ class InferenceSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"roi_size": list(self.roi_size), "overlap": self.overlap, "blend": self.blend,
-                "sw_batch_size": self.sw_batch_size}
+                "sw_batch_size": self.sw_batch_size, **({"largest_component": True} if self.largest_component else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
-        _check_keys(d, "inference", {"roi_size", "overlap", "blend", "sw_batch_size"})
+        _check_keys(d, "inference", {"roi_size", "overlap", "blend", "sw_batch_size", "largest_component"})
         return cls(**d)
 
 

@@ -33,7 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="output folder (or, for a single input, a label file such as labels.seg.nrrd)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x slower, smoother)")
-    p.add_argument("--largest-component", action="store_true", help="keep only the largest piece of each organ")
+    parts = p.add_mutually_exclusive_group()
+    parts.add_argument("--largest-component", action="store_true", default=None,
+                       help="keep only the largest piece of each organ (default: as the model card says)")
+    parts.add_argument("--all-components", dest="largest_component", action="store_false",
+                       help="keep every piece of each organ, even when the model card says to keep the largest")
     p.add_argument("--format", choices=sorted(FORMATS), default=None,
                    help="label file format (default nii.gz; dicom-seg writes a DICOM SEG over a DICOM series input)")
     p.add_argument("--volumes", action="store_true", help="also write per-organ volumes (<name>_volumes.csv)")

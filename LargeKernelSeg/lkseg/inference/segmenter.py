@@ -82,8 +82,10 @@ class Segmenter:
         return self.card.labels
 
     def segment(self, image: Image, progress: Progress | None = None, cancel: Any = None, tta: bool = False,
-                largest_component: bool = False, sw_batch_size: int | None = None) -> SegmentationResult:
-        """Segment ``image``; ``progress(fraction, stage)``; ``cancel.is_set()`` checked between window batches."""
+                largest_component: bool | None = None, sw_batch_size: int | None = None) -> SegmentationResult:
+        """Segment ``image``; ``progress(fraction, stage)``; ``cancel.is_set()`` checked between window batches.
+
+        ``largest_component``: keep only the largest piece of each organ; None follows the card."""
         if not isinstance(image, Image):
             raise LkSegError(f"segment() needs an lkseg.io.image.Image, got {type(image).__name__}")
         if int(getattr(self.card, "in_channels", 1)) != 1:
@@ -132,6 +134,8 @@ class Segmenter:
             report(_STAGES["resample"], "resample")
 
             t0 = time.perf_counter()
+            if largest_component is None:
+                largest_component = bool(getattr(settings, "largest_component", False))
             if largest_component:
                 from lkseg.inference.postprocessing import keep_largest_component
 
@@ -206,7 +210,7 @@ class Segmenter:
 
 
 def segment_file(input: str | Path, checkpoint: str | Path | Segmenter, output: str | Path | None = None,
-                 device: str = "auto", tta: bool = False, largest_component: bool = False,
+                 device: str = "auto", tta: bool = False, largest_component: bool | None = None,
                  progress: Progress | None = None, cancel: Any = None) -> SegmentationResult:
     """Read ``input``, segment it with ``checkpoint`` (a path or a ready :class:`Segmenter`) and
     write the labels to ``output`` (format by suffix, see :func:`lkseg.io.export.write_labels`)."""

@@ -170,7 +170,7 @@ class Worker:
 
         result = segmenter.segment(image, progress=progress, cancel=event,
                                    tta=bool(options.get("tta", False)),
-                                   largest_component=bool(options.get("largest_component", False)))
+                                   largest_component=_optional_bool(options.get("largest_component")))
         t0 = time.perf_counter()
         write_volume(result.labels, msg["output"])
         timings = {"load": load_s, "read_input": read_s, **result.timings,
@@ -200,3 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _optional_bool(value):
+    """None (follow the model card) or the boolean the client sent."""
+    return None if value is None else bool(value)
