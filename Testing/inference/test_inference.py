@@ -231,3 +231,30 @@ def test_constant_blend_equals_monai_sliding_window(shape) -> None:
         theirs = sliding_window_inference(x, (24, 24, 24), 4, net, overlap=0.5, mode="constant")
     assert ours.shape == theirs.shape
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_the_card_can_keep_only_the_largest_piece_of_each_organ(tmp_path, threshold_card):
+    """A card that says ``largest_component`` drops the small islands of an organ, in the saved card's round
+    trip too; ``largest_component=False`` (``--all-components``) keeps them."""
+    from dataclasses import replace
+
+    from lkseg.checkpoint.card import CheckpointError, InferenceSettings
+    from lkseg.checkpoint.native import read_card, save_checkpoint
+
+    model, card = threshold_card()
+    card = replace(card, inference=replace(card.inference, largest_component=True))
+    path = save_checkpoint(tmp_path / "lcc.safetensors", model.state_dict(), card)
+    assert read_card(path).inference.largest_component is True
+    arr = np.zeros((20, 24, 24), np.float32)
+    arr[2:12, 2:12, 2:12] = 1.0      # organ1: the big piece
+    arr[15:18, 18:21, 18:21] = 1.0   # organ1: a 27-voxel island
+    arr[15:18, 2:5, 2:5] = 2.0       # organ2: one piece
+    image = Image(arr, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    seg = Segmenter.from_checkpoint(path, device="cpu")
+    kept = seg.segment(image).labels.array
+    assert int((kept == 1).sum()) == 1000 and int((kept == 2).sum()) == 27
+    everything = seg.segment(image, largest_component=False).labels.array
+    assert int((everything == 1).sum()) == 1027
+    with pytest.raises(CheckpointError, match="largest_component must be true or false"):
+        InferenceSettings(largest_component="yes")
+    assert "largest_component" not in InferenceSettings().to_dict()  # older cards read and write unchanged
