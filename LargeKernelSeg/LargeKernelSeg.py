@@ -186,9 +186,8 @@ class LargeKernelSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def refreshRecent(self):
         combo = self.ui.recentCheckpointsComboBox
         combo.clear()
-        combo.addItem(_("Bundled default model"), "")
-        for path in self.settings.recent_checkpoints():
-            combo.addItem(os.path.basename(path), path)
+        for text, path in self.logic.session.model_choices(self.settings.recent_checkpoints()):
+            combo.addItem(text, path)
             combo.setItemData(combo.count - 1, path, qt.Qt.ToolTipRole)
 
     def onRecentChosen(self, index):

@@ -13,6 +13,8 @@ ICONS = Path(__file__).resolve().parent.parent / "Resources" / "Icons"
 SAMPLES = {
     "sample_ct.nii.gz": ("LargeKernelSeg abdominal CT", "LargeKernelSegSampleCT",
                          "e50c00b2914e2cac0aaee8e7f3b5f57d44d9f21bfd5c0577271c54c0cb49e9fb", "SampleCT.png"),
+    "sample_mr_t2.nii.gz": ("LargeKernelSeg abdominal T2 MR (CHAOS, CC BY-NC-SA)", "LargeKernelSegSampleMRT2",
+                            "8fac03aadebfcf858a88b7c68eba4242217339680700427c7b89bc9f74e20058", "SampleMRT2.png"),
 }
 
 

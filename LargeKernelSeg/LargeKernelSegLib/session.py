@@ -37,6 +37,23 @@ class SegmentationSession:
             raise LkSegError("No model file is chosen and this installation has no bundled default model: choose a model file.")
         return str(default)
 
+    @staticmethod
+    def model_choices(recent=()):
+        """(text, path) entries of the model list: the bundled default (path ""), the other bundled
+        models by title and modality, then the recent files that still exist."""
+        from lkseg.app import resources
+        choices = []
+        for entry, path in resources.bundled_models():
+            default = entry.model == resources.DEFAULT_MODEL
+            choices.append((f"Bundled default: {entry.label}" if default else f"Bundled: {entry.label}",
+                            "" if default else str(path)))
+        if not choices:
+            choices.append(("Bundled default model (not installed)", ""))
+        bundled = {os.path.abspath(path) for _, path in choices if path}
+        choices += [(os.path.basename(path), path) for path in recent
+                    if os.path.isfile(path) and os.path.abspath(path) not in bundled]
+        return choices
+
     def read_card(self, path):
         from lkseg.checkpoint.native import read_card
         return read_card(self.resolve_checkpoint(path))

@@ -136,12 +136,13 @@ def test_sample_data_source_carries_the_files_checksum_and_a_thumbnail():
 
     sample = resources.sample_ct()
     sources = sampledata.sample_sources(sample.parent)
-    assert len(sources) == 1
-    source = sources[0]
-    assert source["checksums"] == "SHA256:" + sampledata.sha256_of(sample)
-    assert Path(source["uris"].removeprefix("file://")) == sample.resolve()
-    thumbnail = Image.open(source["thumbnailFileName"])
-    assert thumbnail.size == (128, 128) and Path(source["thumbnailFileName"]).stat().st_size < 50_000
+    assert [s["fileNames"] for s in sources] == ["sample_ct.nii.gz", "sample_mr_t2.nii.gz"]  # CT and MR
+    for source in sources:
+        path = Path(source["uris"].removeprefix("file://"))
+        assert path.parent == sample.parent.resolve() and path.is_file()
+        assert source["checksums"] == "SHA256:" + sampledata.sha256_of(path)
+        thumbnail = Image.open(source["thumbnailFileName"])
+        assert thumbnail.size == (128, 128) and Path(source["thumbnailFileName"]).stat().st_size < 50_000
     assert sampledata.sample_sources(None) == [] and sampledata.sample_sources(Path("/nonexistent")) == []
 
 

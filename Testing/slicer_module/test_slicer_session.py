@@ -201,3 +201,17 @@ def test_fine_tune_job_started_like_the_panel_reports_its_failure(tmp_path, thre
     assert view.finished and view.state == "failed", view
     assert view.text.startswith("Failed, ") and view.best is None  # followed by the log's last line
     assert glue.job_total_steps(job) == 4
+
+
+def test_model_list_names_each_bundled_model_by_modality_then_the_recent_files(tmp_path, threshold_checkpoint):
+    from lkseg.app import resources
+
+    gone = tmp_path / "deleted.safetensors"
+    mr = str(resources.bundled(resources.bundled_model("mr").model))
+    from LargeKernelSegLib.session import SegmentationSession
+
+    choices = SegmentationSession.model_choices([str(threshold_checkpoint), str(gone), mr])
+    assert choices[0] == ("Bundled default: Abdominal CT demo, 5 organs (CT)", "")  # "" = the bundled default
+    assert choices[1] == ("Bundled: Abdominal T2 MR, 4 organs (MR T2-weighted (T2-SPIR))", mr)
+    assert choices[2:] == [(threshold_checkpoint.name, str(threshold_checkpoint))]  # no missing file, no repeat
+    assert SegmentationSession.resolve_checkpoint(choices[0][1]) == str(resources.default_model())

@@ -115,7 +115,12 @@ def test_slicer_testing_is_wired_under_build_testing():
 def test_bundled_resources_installed_with_the_module(tmp_path):
     text = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     files = _cmake_list(text, "LKSEG_BUNDLED_FILES")
-    assert files == ["Data/sample_ct.nii.gz", "Models/default_model.safetensors"]
+    from lkseg.app.resources import BUNDLED
+
+    # every bundled model and sample, and the licence notes beside them (the MR ones are CC BY-NC-SA)
+    expected = {p.as_posix() for e in BUNDLED for p in (e.model, e.sample)}
+    expected |= {"Data/SOURCE.md", "Data/SOURCE_sample_mr_t2.md", "Models/mr_t2_model.LICENSE.md"}
+    assert files == sorted(expected)
     assert "${Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR}/Resources/" in text
     # lkseg.app.resources looks for <dir of the installed lkseg package>/../Resources, i.e. the same folder:
     # lay the module out as Slicer installs it and ask the installed copy where its resources are

@@ -228,3 +228,16 @@ def test_cancel_keeps_the_window_responsive(window, qtbot):
     assert "Cancelled" in win.segment_panel.status.text(), win.segment_panel.status.text()
     assert win.segment_panel.last_result is None and not win.state.labels.any()
     assert win.segment_panel.run_button.isEnabled()
+
+
+def test_checkpoint_list_names_the_bundled_models_by_modality(window):
+    from lkseg.app.resources import bundled_models
+
+    combo = window.segment_panel.combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    paths = [combo.itemData(i) for i in range(combo.count())]
+    assert texts[:2] == ["Bundled: Abdominal CT demo, 5 organs (CT)",
+                         "Bundled: Abdominal T2 MR, 4 organs (MR T2-weighted (T2-SPIR))"]
+    assert paths[:2] == [str(p.resolve()) for _, p in bundled_models()]
+    window.segment_panel.set_checkpoint(bundled_models()[1][1])  # chosen again: still named, not a file name
+    assert window.segment_panel.combo.currentText().startswith("Bundled: Abdominal T2 MR")

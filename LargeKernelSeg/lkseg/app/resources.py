@@ -1,16 +1,44 @@
-"""Where the bundled sample CT and default checkpoint live.
+"""Where the bundled models and their sample images live, and what each is for.
 
 They ship in the repository's top-level ``Resources/`` folder (and, inside 3D Slicer, next to
-the installed module). ``LKSEG_RESOURCES`` overrides the location.
+the installed module). ``LKSEG_RESOURCES`` overrides the location. The CT model is the default;
+every front end lists the bundled models by title and modality (:data:`BUNDLED`).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+
+from lkseg.errors import LkSegError
 
 SAMPLE_CT = Path("Data") / "sample_ct.nii.gz"
 DEFAULT_MODEL = Path("Models") / "default_model.safetensors"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One bundled checkpoint and the sample image it is demonstrated on (paths under Resources/)."""
+
+    key: str        #: what ``lkseg demo --model`` takes
+    title: str      #: what the front ends show
+    modality: str   #: as its card says (the test suite checks they agree)
+    model: Path
+    sample: Path
+    licence: str
+
+    @property
+    def label(self) -> str:
+        """``"<title> (<modality>)"``, for model lists."""
+        return f"{self.title} ({self.modality})"
+
+
+BUNDLED = (
+    BundledModel("ct", "Abdominal CT demo, 5 organs", "CT", DEFAULT_MODEL, SAMPLE_CT, "CC BY 4.0 data"),
+    BundledModel("mr", "Abdominal T2 MR, 4 organs", "MR T2-weighted (T2-SPIR)", Path("Models") / "mr_t2_model.safetensors",
+                 Path("Data") / "sample_mr_t2.nii.gz", "CC BY-NC-SA 4.0"),
+)
 
 
 def resources_dir() -> Path | None:
@@ -40,3 +68,31 @@ def sample_ct() -> Path | None:
 def default_model() -> Path | None:
     """The bundled default checkpoint, or None when this installation has none."""
     return bundled(DEFAULT_MODEL)
+
+
+def bundled_models() -> list[tuple[BundledModel, Path]]:
+    """The bundled models this installation has, with their checkpoint paths (the default first)."""
+    found = []
+    for entry in BUNDLED:
+        path = bundled(entry.model)
+        if path is not None:
+            found.append((entry, path))
+    return found
+
+
+def bundled_model(key: str) -> BundledModel:
+    """The bundled model called ``key`` (``ct``, ``mr``); a clear error for another name."""
+    for entry in BUNDLED:
+        if entry.key == key:
+            return entry
+    raise LkSegError(f"no bundled model {key!r}; the bundled models are "
+                     + ", ".join(f"{e.key} ({e.label})" for e in BUNDLED))
+
+
+def bundled_entry(path: str | os.PathLike) -> BundledModel | None:
+    """The bundled model whose checkpoint is ``path``, or None for any other file."""
+    target = Path(path).resolve()
+    for entry, found in bundled_models():
+        if found.resolve() == target:
+            return entry
+    return None

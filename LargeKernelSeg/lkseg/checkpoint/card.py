@@ -358,6 +358,7 @@ class ModelCard:
             f"Crop:           {'to the foreground' if pre.crop_foreground else 'no'}",
             f"ROI:            {' x '.join(str(r) for r in inf.roi_size)}, overlap {inf.overlap:g}, "
             f"{inf.blend} blending, {inf.sw_batch_size} windows per batch",
+            f"Organs:         {'only the largest piece of each kept' if inf.largest_component else 'every piece kept'}",
             f"Trained on:     {_describe(prov.training_data) or 'unknown'}",
             f"Metrics:        {_describe(prov.metrics) or 'none recorded'}",
             f"Parent:         {prov.parent_sha256 or 'none'}",

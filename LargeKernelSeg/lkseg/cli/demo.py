@@ -1,4 +1,5 @@
-"""``lkseg demo``: segment the bundled sample CT with the bundled default checkpoint, offline.
+"""``lkseg demo``: segment a bundled sample image with its bundled model, offline (the CT model by
+default; ``--model mr`` the T2 MR model on the sample MR).
 
 Writes the label map (NIfTI and Slicer ``.seg.nrrd``), a PNG overlay of a few slices and the
 per-organ volumes, and prints the volumes.
@@ -7,16 +8,21 @@ per-organ volumes, and prints the volumes.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from lkseg.errors import LkSegError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="segment the bundled sample CT with the default checkpoint (offline)")
+    from lkseg.app.resources import BUNDLED
+
+    p = sub.add_parser("demo", help="segment the bundled sample CT (or MR) with its bundled model (offline)")
     p.add_argument("-o", "--out", type=Path, default=Path("lkseg-demo-output"), help="output folder")
-    p.add_argument("--image", type=Path, help="another image instead of the bundled sample CT")
-    p.add_argument("-m", "--checkpoint", type=Path, help="another checkpoint instead of the default")
+    p.add_argument("--model", default="ct", choices=[e.key for e in BUNDLED],
+                   help="which bundled model and sample: " + "; ".join(f"{e.key}: {e.label}" for e in BUNDLED))
+    p.add_argument("--image", type=Path, help="another image instead of the bundled sample")
+    p.add_argument("-m", "--checkpoint", type=Path, help="another checkpoint instead of the bundled one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.set_defaults(func=run)
 
@@ -28,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from lkseg.io.imageio import read_image
     from lkseg.utils.progress import TerminalProgress
 
-    image_path = args.image or resources.sample_ct()
-    ckpt_path = args.checkpoint or resources.default_model()
+    entry = resources.bundled_model(args.model)
+    image_path = args.image or resources.bundled(entry.sample)
+    ckpt_path = args.checkpoint or resources.bundled(entry.model)
     if image_path is None or ckpt_path is None:
         raise LkSegError(
-            "the bundled sample CT or default checkpoint is missing from this installation "
-            "(expected Resources/Data/sample_ct.nii.gz and Resources/Models/default_model.safetensors); "
+            f"the bundled sample or model of {entry.label} is missing from this installation "
+            f"(expected Resources/{entry.sample.as_posix()} and Resources/{entry.model.as_posix()}); "
             "pass --image and --checkpoint, or set LKSEG_RESOURCES to the Resources folder"
         )
     out: Path = args.out
@@ -46,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     with TerminalProgress(desc="segmenting") as bar:
         result = segmenter.segment(image, progress=bar.update)
     print(f"device:     {result.device}")
+    for note in result.notes:
+        print(f"lkseg: warning: {note}", file=sys.stderr)
 
-    stem = "sample_ct_labels"
+    stem = f"{image_path.name.split('.')[0]}_labels"
     nifti = out / f"{stem}.nii.gz"
     seg = out / f"{stem}.seg.nrrd"
     png = out / f"{stem}_overlay.png"

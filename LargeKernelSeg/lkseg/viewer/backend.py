@@ -74,6 +74,15 @@ def remember_checkpoint(path: str | os.PathLike) -> None:
         log.warning("could not save the recent checkpoint list: %s", exc)
 
 
+def bundled_checkpoints() -> list[tuple[str, Path]]:
+    """(``"Bundled: <title> (<modality>)"``, path) of each bundled model, the default first."""
+    try:
+        from lkseg.app.resources import bundled_models
+    except ImportError:
+        return []
+    return [(f"Bundled: {entry.label}", path) for entry, path in bundled_models()]
+
+
 def default_checkpoint() -> Path | None:
     """The bundled default model (Resources/Models/default_model.safetensors), if installed."""
     try:

@@ -97,12 +97,12 @@ class SegmentPanel(QGroupBox):
         self.combo.blockSignals(True)
         self.combo.clear()
         seen: set[Path] = set()
-        default = backend.default_checkpoint()
+        bundled = backend.bundled_checkpoints()
+        names = {path.resolve(): text for text, path in bundled}
         entries: list[tuple[str, Path]] = []
         if select is not None:
-            entries.append((Path(select).name, Path(select)))
-        if default is not None:
-            entries.append((f"Bundled default ({default.name})", default))
+            entries.append((names.get(Path(select).resolve(), Path(select).name), Path(select)))
+        entries += bundled
         entries += [(p.name, p) for p in backend.recent_checkpoints()]
         for text, path in entries:
             r = path.resolve()
