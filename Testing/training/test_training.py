@@ -175,6 +175,20 @@ def test_minutes_budget_fixes_the_run_length_after_measuring_speed(tmp_path):
     assert recs[0]["eta_s"] is None and recs[-2]["eta_s"] == 0.0  # no ETA until the length is known
 
 
+def test_minutes_budget_is_measured_again_once_the_steps_are_steady():
+    """The first steps are slow: a length fixed from them alone ended runs minutes early."""
+    from lkseg.training.loop import TimeBudget
+
+    budget = TimeBudget(minutes=1.0)
+    assert budget.length(done=2, step=2, elapsed=8.0, step_avg=4.0) is None
+    first = budget.length(done=3, step=3, elapsed=9.0, step_avg=3.0)  # 51 s left at 3 s/step
+    assert first == 3 + int(0.95 * 51 / 3)
+    assert budget.length(done=10, step=10, elapsed=16.0, step_avg=1.0) is None
+    # 20 steps later: they took 1 s each, so the run gets longer, to end near the budget
+    assert budget.length(done=23, step=23, elapsed=29.0, step_avg=1.0) == 23 + int(0.95 * 31 / 1)
+    assert budget.length(done=43, step=43, elapsed=49.0, step_avg=1.0) is None  # measured twice, then fixed
+
+
 def test_damaged_resume_state_is_refused_not_silently_restarted(tmp_path):
     make_dataset(tmp_path / "ds")
     parent = threshold_checkpoint(tmp_path / "parent.safetensors")

@@ -209,6 +209,35 @@ class Timer:
         self._t = time.perf_counter()
 
 
+class TimeBudget:
+    """The length of a ``--minutes`` run: fixed after 3 steps, and measured again after
+    :attr:`REFINE_STEPS` more, since the first steps are slow (allocation, kernel choice) and a
+    length from them alone ended runs minutes early. The learning-rate schedule follows it."""
+
+    FIRST_STEPS = 3
+    REFINE_STEPS = 20
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds = float(minutes) * 60.0
+        self._fixed: tuple[int, float] | None = None  # (step, elapsed) when the length was first fixed
+
+    def length(self, done: int, step: int, elapsed: float, step_avg: float | None) -> int | None:
+        """The run's new total step count after ``done`` steps of this process (at global ``step``,
+        ``elapsed`` seconds into the run), or None when it is not the time to set it."""
+        if done == self.FIRST_STEPS and self._fixed is None:
+            self._fixed = (step, elapsed)
+            per_step = step_avg
+        elif self._fixed is not None and self._fixed[0] >= 0 and step == self._fixed[0] + self.REFINE_STEPS:
+            per_step = (elapsed - self._fixed[1]) / self.REFINE_STEPS
+            self._fixed = (-1, 0.0)  # both measurements taken
+        else:
+            return None
+        per_step = max(per_step or 1.0, 1e-6)
+        total = step + max(1, int(0.95 * (self.seconds - elapsed) / per_step))
+        log.info("--minutes %.1f: about %.2f s/step, training for %d steps", self.seconds / 60, per_step, total)
+        return total
+
+
 # --------------------------------------------------------------------------- model set-up
 def unfold_repuxnet(model: torch.nn.Module, card: Any) -> Any:
     """RepUX-Net trains with its Bayesian frequency re-parameterization (effective kernel =

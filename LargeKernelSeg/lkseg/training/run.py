@@ -19,6 +19,7 @@ from lkseg.training.crops import CropSampler, load_cases, split_cases
 from lkseg.training.distributed import DistInfo, barrier, broadcast_object
 from lkseg.training.loop import (
     ProgressLog,
+    TimeBudget,
     Timer,
     atomic_torch_save,
     deep_supervision_loss,
@@ -36,9 +37,6 @@ from lkseg.training.loop import (
 from lkseg.utils.devices import training_autocast_dtype
 
 log = logging.getLogger(__name__)
-
-#: a --minutes run measures its step time again this many steps after fixing its length
-REFINE_STEPS = 20
 
 DEFAULT_WINDOW = {"mode": "window", "a_min": -125.0, "a_max": 275.0, "b_min": 0.0, "b_max": 1.0, "clip": True}
 
@@ -248,7 +246,7 @@ class Run:
         use_amp = amp_dtype is not None
         scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and amp_dtype == torch.float16)
         timer, start_step, t0 = Timer(), self.step, time.monotonic() - self.elapsed
-        refine: tuple[int, float] | None = None  # (step, elapsed) when a --minutes run fixed its length
+        budget = TimeBudget(cfg.minutes) if self.time_limited and self.total_steps >= 10**9 else None
         loss_value = float("nan")
         while self.step < self.total_steps:
             if self.cancel is not None and self.cancel.is_set():
@@ -268,13 +266,9 @@ class Run:
             loss_value = self._mean_over_ranks(float(loss.detach()))
             timer.tick()
             self.elapsed = time.monotonic() - t0
-            if self.time_limited and self.step == start_step + 3 and self.total_steps >= 10**9:
-                self._fix_length(timer.avg)
-                refine = (self.step, self.elapsed)
-            elif refine is not None and self.step == refine[0] + REFINE_STEPS:
-                # the first steps are slow (allocation, kernel choice): measure again on steady steps
-                self._fix_length((self.elapsed - refine[1]) / REFINE_STEPS)
-                refine = None
+            if budget is not None and (total := budget.length(self.step - start_step, self.step, self.elapsed,
+                                                               timer.avg)) is not None:
+                self.total_steps = broadcast_object(total, self.dist)
             val = None
             if self.step % max(1, cfg.val_every) == 0 or self.step >= self.total_steps:
                 val = self._validate()
@@ -293,16 +287,6 @@ class Run:
             if self.progress_fn:
                 self.progress_fn({**done, "total_steps": self.total_steps})
         return self.best_path
-
-    def _fix_length(self, seconds_per_step: float | None) -> None:
-        """Set the run's length so that it ends about ``--minutes`` after it started (the learning-rate
-        schedule follows it); fixed after 3 steps and measured again after :data:`REFINE_STEPS` more."""
-        per_step = max(seconds_per_step or 1.0, 1e-6)
-        remaining = self.cfg.minutes * 60.0 - self.elapsed
-        n = int(0.95 * remaining / per_step)
-        total = broadcast_object(self.step + max(1, n), self.dist)
-        self.total_steps = total
-        log.info("--minutes %.1f: about %.2f s/step, training for %d steps", self.cfg.minutes, per_step, total)
 
     def _mean_over_ranks(self, value: float) -> float:
         if not self.dist.initialized:
