@@ -231,7 +231,8 @@ def test_the_module_registers_its_terminology_and_sample_at_startup(module, mrml
     assert parent.title == "LargeKernelSeg" and "the-slicer-extension" in parent.helpText
     slicer.app.emit("startupCompleted()")
     assert terminologies.IsTerminologyContextLoaded("Segmentation category and type - LargeKernelSeg")
-    assert [r["sampleName"] for r in registered] == ["LargeKernelSeg abdominal CT"]
+    assert [r["sampleName"] for r in registered] == ["LargeKernelSeg abdominal CT",
+                                                     "LargeKernelSeg abdominal T2 MR (CHAOS, CC BY-NC-SA)"]
     assert registered[0]["checksums"].startswith("SHA256:")
 
 

@@ -188,6 +188,11 @@ def _protocol_stream() -> IO[str]:
     return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
 
 
+def _optional_bool(value):
+    """None (follow the model card) or the boolean the client sent."""
+    return None if value is None else bool(value)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("LKSEG_WORKER_LOG", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -200,8 +205,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _optional_bool(value):
-    """None (follow the model card) or the boolean the client sent."""
-    return None if value is None else bool(value)
