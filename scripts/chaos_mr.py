@@ -37,11 +37,7 @@ ROI = (96, 96, 32)             # network tensor order (X, Y, Z) after RAS orient
 INTENSITY = {"mode": "zscore"}  # MR signal has no absolute scale: zero mean, unit variance per volume
 LICENCE = "CC BY-NC-SA 4.0"
 #: every candidate: the registry's small configuration, same crops, augmentation, loss, optimiser, schedule
-CANDIDATES = {  # name -> (registry architecture, hyper-parameters: the registry's small_config)
-    "uxnet": ("uxnet", None),
-    "mednext": ("mednext", None),
-    "segresnet": ("segresnet", None),
-}
+CANDIDATES = ("uxnet", "mednext", "segresnet")  # registry architectures, each in its small_config
 SEED = 20261201
 LR = 3e-3
 
@@ -54,7 +50,6 @@ def train_candidate(name: str, ds, train_ids, val_ids, work: Path, minutes: floa
     from lkseg.training.config import TrainConfig
     from lkseg.training.train import train
 
-    arch, hparams = CANDIDATES[name]
     val = [case_id(n) for n in val_ids]
     job = work / f"job_{name}"
     if job.exists():
@@ -62,7 +57,7 @@ def train_candidate(name: str, ds, train_ids, val_ids, work: Path, minutes: floa
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
     config = TrainConfig(
-        dataset=ds.root, out=job, architecture=arch, model_config="small", hparams=hparams or {},
+        dataset=ds.root, out=job, architecture=name, model_config="small",
         labels=str(table_json(ds.root)), minutes=None if steps else minutes, steps=steps, device="cpu",
         val_every=10**6, checkpoint_every=50, seed=SEED, batch_size=2, lr=LR, roi=ROI,
         spacing=SPACING, intensity=INTENSITY, val_cases=val or None, val_fraction=0.2 if val else 0.0,

@@ -26,7 +26,6 @@ class BundledModel:
     modality: str   #: as its card says (the test suite checks they agree)
     model: Path
     sample: Path
-    licence: str
 
     @property
     def label(self) -> str:
@@ -35,9 +34,9 @@ class BundledModel:
 
 
 BUNDLED = (
-    BundledModel("ct", "Abdominal CT demo, 5 organs", "CT", DEFAULT_MODEL, SAMPLE_CT, "CC BY 4.0 data"),
+    BundledModel("ct", "Abdominal CT demo, 5 organs", "CT", DEFAULT_MODEL, SAMPLE_CT),
     BundledModel("mr", "Abdominal T2 MR, 4 organs", "MR T2-weighted (T2-SPIR)", Path("Models") / "mr_t2_model.safetensors",
-                 Path("Data") / "sample_mr_t2.nii.gz", "CC BY-NC-SA 4.0"),
+                 Path("Data") / "sample_mr_t2.nii.gz"),
 )
 
 
