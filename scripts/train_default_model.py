@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import check_precision  # scripts/ beside this file
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO.parent / "shared" / "data" / "totalsegmentator-example"  # or --source
 
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     sample = data / "sample_ct.nii.gz"
     shutil.copyfile(ct_path, sample)
     assert hashlib.sha256(sample.read_bytes()).hexdigest() == ct_sha
+    # float32 or bfloat16 at inference: measured on the sample (this model's margins are thin: fp32)
+    agreement = check_precision.precision_agreement(dst, [sample])
+    check_precision.write_precision(dst, check_precision.card_precision(agreement), agreement)
 
     print(f"trained {args.steps} steps in {train_s:.0f} s; checkpoint {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     print(f"held-out Dice (slices k{HELD_OUT[0]}-{HELD_OUT[1] - 1}, whole CT segmented): mean {mean}")

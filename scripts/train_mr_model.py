@@ -35,6 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import chaos_mr as chaos
+import check_precision
 
 MODEL = Path("Models") / "mr_t2_model.safetensors"
 SAMPLE = Path("Data") / "sample_mr_t2.nii.gz"
@@ -130,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     (args.resources / SAMPLE.parent).mkdir(parents=True, exist_ok=True)
     dst = save_checkpoint(args.resources / MODEL, state, card)
     shutil.copyfile(args.data / f"image_{SAMPLE_CASE}.nii.gz", args.resources / SAMPLE)
+    # float32 or bfloat16 at inference: measured on the sample and the fixed split's validation cases
+    agreement = check_precision.precision_agreement(
+        dst, [args.resources / SAMPLE, *(args.data / f"image_{n}.nii.gz" for n in chaos.VALIDATION)])
+    check_precision.write_precision(dst, check_precision.card_precision(agreement), agreement)
     print(f"trained {got['steps']} steps in {got['train_seconds'] or 0:.0f} s; {dst} ({dst.stat().st_size / 1e6:.2f} MB)")
     print(f"cross-validated ({metrics['cv']}): mean Dice {metrics['cv_dice_mean']:.3f}, per organ {metrics['cv_dice']}")
     if args.work is None:

@@ -31,6 +31,8 @@ INTENSITY_MODES = ("window", "zscore", "none")
 #: the kinds of image a card may say it was trained on (the first word of its ``modality``)
 MODALITIES = ("CT", "MR")
 BLEND_MODES = ("gaussian", "constant")
+#: ``inference.precision``: "auto" lets each device reduce precision; "fp32" keeps every device in float32
+CARD_PRECISIONS = ("auto", "fp32")
 
 
 class CheckpointError(LkSegError):
@@ -133,9 +135,13 @@ class InferenceSettings:
     sw_batch_size: int = 4
     #: keep only the largest connected piece of each organ (decided on the model's cross-validation)
     largest_component: bool = False
+    #: "fp32" when this model's labels were measured to change under bfloat16/float16 (thin class margins)
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         self.roi_size = _triple(self.roi_size, "inference.roi_size", int)  # type: ignore[assignment]
+        if self.precision not in CARD_PRECISIONS:
+            raise CheckpointError(f"inference.precision {self.precision!r} is not one of {', '.join(CARD_PRECISIONS)}")
         if not isinstance(self.largest_component, bool):
             raise CheckpointError(f"inference.largest_component must be true or false, got {self.largest_component!r}")
         if max(self.roi_size) > MAX_ROI_SIDE or math.prod(self.roi_size) > MAX_ROI_VOXELS:
@@ -153,11 +159,13 @@ class InferenceSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"roi_size": list(self.roi_size), "overlap": self.overlap, "blend": self.blend,
-                "sw_batch_size": self.sw_batch_size, **({"largest_component": True} if self.largest_component else {})}
+                "sw_batch_size": self.sw_batch_size, **({"largest_component": True} if self.largest_component else {}),
+                **({"precision": self.precision} if self.precision != "auto" else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "InferenceSettings":
-        _check_keys(d, "inference", {"roi_size", "overlap", "blend", "sw_batch_size", "largest_component"})
+        _check_keys(d, "inference", {"roi_size", "overlap", "blend", "sw_batch_size", "largest_component",
+                                       "precision"})
         return cls(**d)
 
 
@@ -359,6 +367,7 @@ class ModelCard:
             f"ROI:            {' x '.join(str(r) for r in inf.roi_size)}, overlap {inf.overlap:g}, "
             f"{inf.blend} blending, {inf.sw_batch_size} windows per batch",
             f"Organs:         {'only the largest piece of each kept' if inf.largest_component else 'every piece kept'}",
+            f"Precision:      {'float32 on every device' if inf.precision == 'fp32' else 'per device (bf16/fp16 where fast)'}",
             f"Trained on:     {_describe(prov.training_data) or 'unknown'}",
             f"Metrics:        {_describe(prov.metrics) or 'none recorded'}",
             f"Parent:         {prov.parent_sha256 or 'none'}",
@@ -385,10 +394,4 @@ def _short(v: Any) -> str:
 
 
 def _describe(d: dict) -> str:
-    parts = []
-    for k, v in d.items():
-        if isinstance(v, float):
-            parts.append(f"{k} {v:.4g}")
-        else:
-            parts.append(f"{k} {_short(v)}")
-    return ", ".join(parts)
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {_short(v)}" for k, v in d.items())

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from lkseg.cli.inference_options import add_speed_arguments, speed_options
 from lkseg.errors import LkSegError
 
 
@@ -24,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image", type=Path, help="another image instead of the bundled sample")
     p.add_argument("-m", "--checkpoint", type=Path, help="another checkpoint instead of the bundled one")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    add_speed_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -48,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"image:      {image_path}")
     print(f"checkpoint: {ckpt_path}")
-    segmenter = Segmenter.from_checkpoint(ckpt_path, device=args.device)
+    segmenter = Segmenter.from_checkpoint(ckpt_path, device=args.device, **speed_options(args))
     image = read_image(image_path)
     with TerminalProgress(desc="segmenting") as bar:
         result = segmenter.segment(image, progress=bar.update)
-    print(f"device:     {result.device}")
+    print(f"device:     {result.device} ({result.precision})")
     for note in result.notes:
         print(f"lkseg: warning: {note}", file=sys.stderr)
 

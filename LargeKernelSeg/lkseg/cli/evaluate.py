@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lkseg.cli.inference_options import add_speed_arguments, speed_options
 from lkseg.errors import LkSegError
 from lkseg.utils.argtypes import positive_float
 
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-m", "--checkpoint", type=Path, help="segment the inputs with this checkpoint first")
     p.add_argument("--labels", help="label table for names: BTCV, AMOS, FLARE21, a JSON file or a checkpoint")
     p.add_argument("--device", default="auto", help="device when -m is given (auto, cpu, cuda, mps)")
+    add_speed_arguments(p)
     p.add_argument("--tolerance", type=positive_float, default=None, metavar="MM",
                    help="normalised surface Dice tolerance in mm (default 2)")
     p.add_argument("--json", type=Path, help="also write every score and the summary to this JSON file")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint:
         from lkseg.inference.segmenter import Segmenter
 
-        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+        segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, **speed_options(args))
     table = _table(args, segmenter)
     cases: dict[str, list] = {}
     for src, ref_path in zip(args.inputs, args.reference):

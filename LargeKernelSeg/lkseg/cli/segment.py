@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lkseg.errors import Cancelled, LkSegError, os_error_message
+from lkseg.cli.inference_options import add_speed_arguments, speed_options
 from lkseg.utils.argtypes import positive_int
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="label file format (default nii.gz; dicom-seg writes a DICOM SEG over a DICOM series input)")
     p.add_argument("--volumes", action="store_true", help="also write per-organ volumes (<name>_volumes.csv)")
     p.add_argument("--overlay", action="store_true", help="also write a PNG overlay of a few axial slices")
-    p.add_argument("--sw-batch-size", type=positive_int, default=None, help="windows per batch (default: the card's)")
+    p.add_argument("--sw-batch-size", type=positive_int, default=None,
+                   help="windows per batch (default: the card's on a GPU, what fits one 96^3 window on the CPU)")
+    add_speed_arguments(p)
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     web = p.add_argument_group("DICOMweb", "pull a series from a DICOMweb server and store the DICOM SEG back; "
                                "credentials come from LKSEG_DICOMWEB_USER/LKSEG_DICOMWEB_PASSWORD, "
@@ -165,6 +168,7 @@ def _run(args: argparse.Namespace, given: list[Path]) -> int:
     from lkseg.inference.segmenter import Segmenter
     from lkseg.io import export
     from lkseg.io.imageio import read_image
+    from lkseg.utils.devices import precision_name
     from lkseg.utils.overwrite import check_outputs
     from lkseg.utils.progress import TerminalProgress
 
@@ -176,9 +180,9 @@ def _run(args: argparse.Namespace, given: list[Path]) -> int:
     outputs = output_paths(inputs, args.out, args.format)
     check_outputs([f for dst in outputs for f in (dst, *side_files(dst, args).values())],
                   protected=[*inputs, args.checkpoint], overwrite=args.overwrite)
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device, **speed_options(args))
     print(f"checkpoint: {args.checkpoint} ({segmenter.card.architecture}, {len(segmenter.table)} labels) "
-          f"on {segmenter.device}", file=sys.stderr)
+          f"on {segmenter.device}, {precision_name(segmenter.dtype)}", file=sys.stderr)
     failed = 0
     for src, dst in zip(inputs, outputs):
         try:

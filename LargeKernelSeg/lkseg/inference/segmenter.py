@@ -11,6 +11,7 @@ input's geometry.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,7 +28,8 @@ from lkseg.inference.sliding_window import SlidingWindow, is_oom
 from lkseg.io.image import Image
 from lkseg.io.integrity import finite_voxels
 from lkseg.preprocessing.pipeline import Preprocessed, preprocess
-from lkseg.utils.devices import autocast, resolve_device
+from lkseg.inference.fast_model import prepare_for_inference, uses_channels_last
+from lkseg.utils.devices import autocast, inference_dtype, precision_name, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ Progress = Callable[[float, str], None]
 
 #: overall progress fraction at the end of each stage
 _STAGES = {"preprocess": 0.05, "model": 0.90, "resample": 0.97, "postprocess": 1.0}
+#: on the CPU, a window batch holds at most this many input voxels (see Segmenter.window_batch)
+CPU_BATCH_VOXELS = 96 ** 3
 
 
 @dataclass
@@ -46,23 +50,33 @@ class SegmentationResult:
     timings: dict[str, float]
     device: str
     notes: list[str] = field(default_factory=list)  # fall-backs taken (out of memory, ...)
+    precision: str = "fp32"  # what the network ran in: fp32, bf16 or fp16
+    windows: tuple[int, int] = (0, 0)  # sliding windows run, and left out as air (skip_empty_windows)
 
 
 class Segmenter:
     """A network plus its model card, ready to segment volumes on one device.
 
     ``memory_limit_bytes`` simulates a device with that much memory for the window batches and
-    stitching buffers (see :mod:`lkseg.inference.sliding_window`); ``mixed_precision`` enables autocast
-    on CUDA.
+    stitching buffers (see :mod:`lkseg.inference.sliding_window`). ``precision`` (``auto``, ``fp32``,
+    ``bf16``, ``fp16``): ``auto`` autocasts to bfloat16 on CUDA and on CPUs with native bfloat16
+    (:func:`lkseg.utils.devices.inference_dtype`) unless the card says ``inference.precision: fp32``.
+    ``skip_empty_windows`` leaves out windows that hold only air (:mod:`lkseg.preprocessing.body`).
+    The model is prepared for inference in place (:mod:`lkseg.inference.fast_model`: same state dict).
     """
 
     def __init__(self, model: torch.nn.Module, card: Any, device: str | torch.device = "auto",
-                 memory_limit_bytes: int | None = None, mixed_precision: bool = True) -> None:
+                 memory_limit_bytes: int | None = None, precision: str = "auto",
+                 skip_empty_windows: bool = True, channels_last: bool | None = None) -> None:
         self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
         self.card = card
+        if precision == "auto" and getattr(card.inference, "precision", "auto") == "fp32":
+            precision = "fp32"
+        self.dtype = inference_dtype(self.device, precision)
+        self.channels_last = uses_channels_last(self.device, channels_last)
+        self.model = prepare_for_inference(model, self.device, self.channels_last)
         self.memory_limit_bytes = memory_limit_bytes
-        self.mixed_precision = mixed_precision
+        self.skip_empty_windows = skip_empty_windows
         self.load_seconds = 0.0
 
     @classmethod
@@ -117,10 +131,12 @@ class Segmenter:
             window = SlidingWindow(
                 self._predictor(tta, num_classes, cancel), num_classes, tuple(settings.roi_size),
                 overlap=float(settings.overlap), blend=str(getattr(settings, "blend", "gaussian")),
-                batch_size=int(sw_batch_size or settings.sw_batch_size), device=self.device,
+                batch_size=int(sw_batch_size or self.window_batch()), device=self.device,
                 memory_limit_bytes=self.memory_limit_bytes, notes=notes)
             lo, hi = _STAGES["preprocess"], _STAGES["model"]
-            probs = window.run(prep.tensor, progress=lambda f: report(lo + (hi - lo) * f, "model"), cancel=cancel)
+            probs = window.run(prep.tensor, progress=lambda f: report(lo + (hi - lo) * f, "model"), cancel=cancel,
+                               region=prep.body)
+            windows = (window.runs, window.skipped)
             del prep.tensor
             self._sync()
             timings["model"] = time.perf_counter() - t0
@@ -143,7 +159,17 @@ class Segmenter:
             timings["postprocess"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_all
         report(1.0, "done")
-        return SegmentationResult(source.with_array(labels), self.table, timings, str(self.device), notes)
+        return SegmentationResult(source.with_array(labels), self.table, timings, str(self.device), notes,
+                                  precision_name(self.dtype), windows)
+
+    def window_batch(self) -> int:
+        """Windows per batch: the card's on a GPU; on the CPU at most :data:`CPU_BATCH_VOXELS` input voxels
+        (one 96^3 window), since batching gains the CPU nothing once a window fills its cores and every
+        window more costs activation memory (the paper-size UX-Net: ~1.5 GB per 96^3 window in float32)."""
+        card_batch = int(self.card.inference.sw_batch_size)
+        if self.device.type != "cpu":
+            return card_batch
+        return max(1, min(card_batch, CPU_BATCH_VOXELS // math.prod(self.card.inference.roi_size)))
 
     # -- stages ------------------------------------------------------------------------------
     def _resample_device(self) -> torch.device:
@@ -152,7 +178,8 @@ class Segmenter:
 
     def _preprocess(self, image: Image, notes: list[str]) -> Preprocessed:
         try:
-            prep = preprocess(image, self.card.preprocessing, self._resample_device())
+            prep = preprocess(image, self.card.preprocessing, self._resample_device(), self.skip_empty_windows,
+                              getattr(self.card, "modality", ""))
             prep.tensor = prep.tensor.to(self.device)
             return prep
         except Exception as exc:  # noqa: BLE001
@@ -160,7 +187,8 @@ class Segmenter:
                 raise
             self._empty_cache()
             notes.append(f"out of memory while resampling on {self.device}: resampled on the CPU")
-            prep = preprocess(image, self.card.preprocessing, "cpu")
+            prep = preprocess(image, self.card.preprocessing, "cpu", self.skip_empty_windows,
+                              getattr(self.card, "modality", ""))
             prep.tensor = prep.tensor.to(self.device)
             return prep
 
@@ -185,7 +213,9 @@ class Segmenter:
                 if n and cancel is not None and cancel.is_set():  # TTA passes are long: check between them too
                     raise Cancelled()
                 inp = batch.flip(dims) if dims else batch
-                with autocast(self.device, self.mixed_precision):
+                if self.channels_last:
+                    inp = inp.contiguous(memory_format=torch.channels_last_3d)
+                with autocast(self.device, self.dtype):
                     out = self.model(inp)
                 if isinstance(out, (list, tuple)):  # deep supervision: full resolution first
                     out = out[0]

@@ -81,6 +81,8 @@ class SlidingWindow:
         self.memory_limit_bytes = memory_limit_bytes
         self.notes = notes if notes is not None else []
         self.stitch_on_cpu = False
+        self.skipped = 0  # windows left out by run()'s region
+        self.runs = 0  # windows run
 
     # -- simulated device memory ---------------------------------------------------------
     def _check_memory(self, buffer_voxels: int, windows: int, in_channels: int) -> None:
@@ -95,8 +97,13 @@ class SlidingWindow:
                 f"out of memory (simulated limit {self.memory_limit_bytes} bytes, needs {need})")
 
     def run(self, x: torch.Tensor, progress: Callable[[float], None] | None = None,
-            cancel: Any = None) -> torch.Tensor:
-        """Blended probabilities (1, C, D, H, W) for ``x`` (1, Cin, D, H, W), on the device or CPU."""
+            cancel: Any = None, region: torch.Tensor | None = None) -> torch.Tensor:
+        """Blended probabilities (1, C, D, H, W) for ``x`` (1, Cin, D, H, W), on the device or CPU.
+
+        ``region`` (a bool (D, H, W) mask of ``x``'s voxels, e.g. the body): windows holding none of its
+        voxels are not run. Every voxel of ``region`` is covered only by windows that are run, so its
+        probabilities are exactly those of a run without ``region``; a voxel that no run window covers is
+        background (probability 1 for class 0). ``self.skipped`` counts the windows left out."""
         if x.ndim != 5 or x.shape[0] != 1:
             raise ValueError(f"expected a (1, C, D, H, W) tensor, got {tuple(x.shape)}")
         shape = tuple(x.shape[2:])
@@ -110,6 +117,16 @@ class SlidingWindow:
         padded = tuple(x.shape[2:])
         starts = [window_starts(padded[d], self.roi[d], self.overlap) for d in range(3)]
         windows = [(a, b, c) for a in starts[0] for b in starts[1] for c in starts[2]]
+        if region is not None:
+            if tuple(region.shape) != shape:
+                raise ValueError(f"region {tuple(region.shape)} does not match the volume {shape}")
+            if any(pads):
+                region = F.pad(region, pad_arg)  # padding is never region
+            run = [(a, b, c) for a, b, c in windows
+                   if bool(region[a:a + self.roi[0], b:b + self.roi[1], c:c + self.roi[2]].any())]
+            self.skipped = len(windows) - len(run)
+            windows = run
+        self.runs = len(windows)
         n_vox = math.prod(padded)
         weight = (gaussian_map(self.roi, device=self.device) if self.blend == "gaussian"
                   else torch.ones(self.roi, device=self.device))
@@ -145,7 +162,11 @@ class SlidingWindow:
                 continue
             pos += len(chunk)
             if progress is not None:
-                progress(pos / len(windows))
+                progress(pos / max(1, len(windows)))
+        if self.skipped:
+            uncovered = cnt[:, 0] == 0  # only skipped windows lie here: background
+            acc[:, 0][uncovered] = 1.0
+            cnt[:, 0][uncovered] = 1.0
         acc /= cnt
         if any(pads):
             acc = acc[:, :, pads[0] // 2:pads[0] // 2 + shape[0], pads[1] // 2:pads[1] // 2 + shape[1],

@@ -45,12 +45,46 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise LkSegError(f"unknown device {device!r}; use one of {', '.join(DEVICE_CHOICES)}")
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
-    if not enabled or device.type != "cuda":
+#: ``--precision`` choices for inference; "auto" picks per device (:func:`inference_dtype`)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The reduced precision inference autocasts to on ``device``, or None for float32.
+
+    ``auto``: CUDA bfloat16 where supported, else float16; a CPU with native bfloat16 (AVX512-BF16 or
+    AMX, :func:`cpu_bf16_supported`) bfloat16; float32 elsewhere (other CPUs, Apple MPS). ``fp16`` is
+    refused on the CPU, where it is emulated and slower than float32.
+    """
+    if precision not in PRECISIONS:
+        raise LkSegError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "fp16":
+        if device.type == "cpu":
+            raise LkSegError("float16 inference needs a GPU (on the CPU it is emulated and slower than float32); "
+                             "use --precision bf16 or fp32")
+        return torch.float16
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise LkSegError("this GPU has no bfloat16; use --precision fp16 or fp32")
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+def precision_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``; a no-op for None (float32)."""
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=dtype)
 
 
 def cpu_bf16_supported() -> bool:
