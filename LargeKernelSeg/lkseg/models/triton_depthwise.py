@@ -45,11 +45,15 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(n)
 
 
-_conv_tuned = triton.autotune(
-    configs=conv_configs(), key=["C", "D", "H", "W", "K"],
-    prune_configs_by={"early_config_prune": lambda configs, nargs, **kw: [
-        c for c in configs if band_rows(c.kwargs["BD"], kw.get("K", nargs.get("K"))) <= 128] or configs[:1]},
-)(triton.heuristics({"KS": lambda a: band_rows(a["BD"], a["K"])})(conv_kernel))
+def _fitting_configs(configs: list[triton.Config], nargs: dict, **kwargs) -> list[triton.Config]:
+    """The autotuner's pruning: the configs whose band (KS input slices) stays within 128 for this kernel."""
+    k = kwargs.get("K", nargs.get("K"))
+    return [c for c in configs if band_rows(c.kwargs["BD"], k) <= 128] or configs[:1]
+
+
+_conv_tuned = triton.autotune(configs=conv_configs(), key=["C", "D", "H", "W", "K"],
+                              prune_configs_by={"early_config_prune": _fitting_configs})(
+    triton.heuristics({"KS": lambda a: band_rows(a["BD"], a["K"])})(conv_kernel))
 
 _wgrad_tuned = triton.autotune(configs=weight_grad_configs(), key=["C", "D", "H", "W", "K"])(
     triton.heuristics({"KS": lambda a: band_rows(a["BD"], a["K"]), "KP": lambda a: _pow2(a["K"])})(weight_grad_kernel))
