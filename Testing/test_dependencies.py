@@ -30,7 +30,8 @@ def _declared() -> dict[str, set[str]]:
     return {g: {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() for r in reqs} for g, reqs in groups.items()}
 
 
-def _third_party_imports(folder: Path, root: Path = ROOT, optional: dict[str, set[str]] | None = None) -> dict[str, str]:
+def _third_party_imports(folder: Path, root: Path = ROOT,
+                         optional: dict[str, set[str]] | None = None) -> dict[str, str]:
     """``{top-level name: first file importing it}`` under ``folder``, less the ``optional`` imports of
     the files allowed them."""
     found = {}

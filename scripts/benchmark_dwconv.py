@@ -88,7 +88,8 @@ def main() -> int:
                 ref = paths["direct"](x, w, b).float()
                 errors = {n: ((paths[n](x, w, b).float() - ref).abs().max() / ref.abs().max()).item() for n in others}
                 fwd = {n: timed(lambda fn=fn: fn(x, w, b), args.repeat, sync, cuda) for n, fn in paths.items()}
-            both = {n: timed(lambda fn=fn: fn(x, w, b).sum().backward(), args.repeat, sync, cuda) for n, fn in paths.items()}
+            both = {n: timed(lambda fn=fn: fn(x, w, b).sum().backward(), args.repeat, sync, cuda)
+                    for n, fn in paths.items()}
             with torch.no_grad():
                 depthwise.depthwise_conv3d(x, w, b, path="auto")
             depthwise.depthwise_conv3d(x, w, b, path="auto").sum().backward()
@@ -97,7 +98,8 @@ def main() -> int:
             for name, times, extra in (("forward", fwd, "  " + " ".join(f"{n} {e:.1e}" for n, e in errors.items())
                                         + f"   {pick[0]}"), ("fwd+bwd", both, f"{'':>27}{pick[1]}")):
                 cells = " ".join(f"{times[n] * 1e3:10.2f}" for n in paths)
-                ratios = " ".join(ratio(times["direct"], times[n], TARGETS.get((n, dev.type), {}).get(k)) for n in others)
+                ratios = " ".join(ratio(times["direct"], times[n], TARGETS.get((n, dev.type), {}).get(k))
+                                  for n in others)
                 print(f"{k:>4}^3 {str(dtype).removeprefix('torch.'):>9} {name:>8} {cells} {ratios}{extra}")
     return 0
 

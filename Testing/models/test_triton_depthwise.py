@@ -35,10 +35,10 @@ def interpreter():
 
 
 @pytest.mark.parametrize(("shape", "k", "config"), [
-    ((2, 3, 19, 9, 21), 3, None),                           # 2 depth blocks, 3 x 2 (H, W) tiles; 3 channels in blocks of 2
-    ((2, 5, 7, 9, 11), 5, {"BC": 3}),                       # 5 channels in blocks of 3
+    ((2, 3, 19, 9, 21), 3, None),  # 2 depth blocks, 3 x 2 (H, W) tiles; 3 channels in blocks of 2
+    ((2, 5, 7, 9, 11), 5, {"BC": 3}),  # 5 channels in blocks of 3
     ((2, 4, 9, 7, 5), 7, {"BD": 16, "BH": 8, "BW": 16, "BC": 1}),
-    ((2, 2, 11, 5, 13), 9, {"BD": 32, "BH": 4, "BW": 16, "BC": 4}),   # band of 64 slices; one partial channel block
+    ((2, 2, 11, 5, 13), 9, {"BD": 32, "BH": 4, "BW": 16, "BC": 4}),  # a band of 64 slices; one partial channel block
 ])
 def test_fp32_output_and_gradients_equal_conv3d(interpreter, shape, k, config) -> None:
     errors = interpreter(checks.conv_and_gradients, shape, k, torch.float32, config, seed=k)

@@ -17,6 +17,12 @@ Functions:
 - :func:`conv_bn_gelu`: ``gelu(bn(conv(x)))`` for a BatchNorm in eval mode, inference only: the
   BatchNorm folded into the conv's weight and bias (exact algebra, fp32) and the GELU applied to
   the accumulator before the store, so the conv's output is written once and never re-read.
+
+Not fused: UX-Net's LayerNorm over channels after its 7^3 conv. It needs every channel of a voxel
+in one program, while a depthwise conv shares nothing across channels and these kernels keep one
+channel's [BD, BH*BW] accumulator at a time; a channel-complete tile (C = 48 to 384 in UX-Net)
+would need C such accumulators, or a spatial tile so small that the band's reuse is lost. The
+LayerNorm costs one read and one write of the activation, small beside the conv.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import triton
+from torch.autograd.function import once_differentiable
 from triton import knobs
 
 from lkseg.models.triton_kernels import (band_rows, conv_configs, conv_kernel, weight_grad_configs,
@@ -72,7 +79,10 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
 
 
 def _precision(dtype: torch.dtype) -> dict:
-    return {"PREC": "ieee" if INTERPRETED else FP32_PRECISION, "UPCAST": INTERPRETED and dtype in _HALF}
+    """The dot's precision (used for fp32 operands only; half operands take Triton's default), and
+    whether to upcast half operands (the interpreter's bf16 dot is wrong, see triton_kernels)."""
+    fp32 = "ieee" if INTERPRETED else FP32_PRECISION
+    return {"PREC": fp32 if dtype == torch.float32 else "tf32", "UPCAST": INTERPRETED and dtype in _HALF}
 
 
 def _pad_hw(x: torch.Tensor, p: int) -> torch.Tensor:
@@ -90,14 +100,15 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, gelu
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     meta = {"K": k, "HAS_BIAS": bias is not None, "GELU": gelu, **_precision(x.dtype)}
     args = (xp, wt, b32, y, c, d, h, w)
+    def grid(m: dict) -> tuple[int, int, int]:
+        return triton.cdiv(h, m["BH"]) * triton.cdiv(w, m["BW"]), triton.cdiv(d, m["BD"]), n * triton.cdiv(c, m["BC"])
+
     if config is None and not INTERPRETED:
-        _conv_tuned[lambda m: (triton.cdiv(h, m["BH"]) * triton.cdiv(w, m["BW"]), triton.cdiv(d, m["BD"]),
-                               n * triton.cdiv(c, m["BC"]))](*args, **meta)
+        _conv_tuned[grid](*args, **meta)
         return y
     cfg = {**INTERPRETER_CONFIG, **(config or {})}
     launch = {key: cfg.pop(key) for key in ("num_warps", "num_stages") if key in cfg}
-    grid = (triton.cdiv(h, cfg["BH"]) * triton.cdiv(w, cfg["BW"]), triton.cdiv(d, cfg["BD"]), n * triton.cdiv(c, cfg["BC"]))
-    conv_kernel[grid](*args, **meta, **cfg, KS=band_rows(cfg["BD"], k), **launch)
+    conv_kernel[grid(cfg)](*args, **meta, **cfg, KS=band_rows(cfg["BD"], k), **launch)
     return y
 
 
@@ -136,6 +147,7 @@ class _DepthwiseConv(torch.autograd.Function):
         return _conv(x, weight, bias, config=config)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         x, weight = ctx.saved_tensors
         grad = grad.contiguous()
@@ -170,7 +182,8 @@ def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 @torch.no_grad()
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
+                   bn: nn.BatchNorm3d) -> tuple[torch.Tensor, torch.Tensor]:
     """(weight', bias') in fp32 such that ``conv(x, weight', bias') == bn(conv(x, weight, bias))`` for
     ``bn`` in eval mode: scale = gamma / sqrt(running_var + eps), weight' = weight * scale,
     bias' = (bias - running_mean) * scale + beta."""

@@ -32,7 +32,8 @@ reuses it for all ``k`` taps ``j``; its [k, k] partial sums stay in registers an
 
 Accumulation is fp32. fp32 inputs use ``PREC`` (``"tf32x3"`` on CUDA: three TF32 products, about
 fp32 accuracy; ``"ieee"`` would use plain FMAs). Triton 3.9's interpreter multiplies bfloat16 dot
-operands as their raw 16-bit patterns, so ``UPCAST`` (set only when interpreting) converts the dot
+operands as their raw 16-bit patterns (triton-lang/triton#11584: "we just don't support it yet"),
+so ``UPCAST`` (set only when interpreting) converts the dot
 operands to fp32 first; products of bf16/fp16 values are exact in fp32, so this is the arithmetic
 of the tensor-core path except for the order of the fp32 additions.
 """
