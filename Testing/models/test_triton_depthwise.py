@@ -10,6 +10,7 @@ anything imports Triton), started once for this module; an assertion failing the
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import subprocess
@@ -100,6 +101,28 @@ except RuntimeError as error:
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "LKSEG_DWCONV=triton needs the triton package" in proc.stdout
+
+
+def _resources_script():
+    path = Path(__file__).resolve().parents[2] / "scripts" / "triton_dwconv_resources.py"
+    spec = importlib.util.spec_from_file_location("triton_dwconv_resources", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("k", "dtype", "shape"), [(21, "bf16", (32, 4, 16)), (7, "fp32", (16, 4, 16))])
+def test_kernels_compile_for_hopper_on_tensor_cores_without_spilling(k, dtype, shape) -> None:
+    """Ahead-of-time compilation for sm_90 (no GPU needed): one config of each kernel per case fits
+    in registers (no stack) and multiplies on tensor cores (HMMA in the SASS)."""
+    from lkseg.models import triton_kernels
+
+    script = _resources_script()
+    for kind, configs in (("conv", triton_kernels.conv_configs()), ("wgrad", triton_kernels.weight_grad_configs())):
+        config, = [c for c in configs if (c.kwargs["BD"], c.kwargs["BH"], c.kwargs["BW"]) == shape
+                   and c.kwargs.get("BC", 1) == 1]
+        used = script.resources(script.compile_kernel(kind, config, k, dtype, arch=90))
+        assert used["stack"] == 0 and used["HMMA"] + used["HGMMA"] > 0, (kind, used)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -164,15 +164,21 @@ def weight_grad_kernel(x_ptr, g_ptr, part_ptr, N, C, D, H, W, SPLIT,
 
 
 def conv_configs() -> list[triton.Config]:
-    """Autotuning candidates of :func:`conv_kernel`: (BD, BH, BW, BC, warps, stages)."""
-    shapes = [(16, 8, 16, 1, 4, 3), (16, 8, 16, 4, 4, 3), (16, 4, 32, 1, 4, 3), (16, 8, 32, 1, 8, 3),
-              (16, 16, 16, 2, 8, 2), (32, 4, 32, 1, 8, 3), (32, 8, 16, 2, 8, 2), (32, 8, 32, 1, 8, 2)]
+    """Autotuning candidates of :func:`conv_kernel`: (BD, BH, BW, BC, warps, stages).
+
+    Compiled for sm_90 (scripts/triton_dwconv_resources.py), each fits in 255 registers without
+    spilling for bf16 at k = 7 and 21; fp32 (three TF32 products) spills in the larger ones, which
+    the timing then drops. BC = 2 (two channels per program) costs registers: kept where it fits.
+    """
+    shapes = [(16, 4, 16, 1, 4, 3), (16, 8, 16, 1, 4, 3), (16, 8, 16, 1, 8, 2), (16, 4, 32, 1, 8, 2),
+              (32, 4, 16, 1, 8, 2), (32, 4, 32, 1, 8, 3), (16, 8, 16, 2, 8, 2), (32, 8, 16, 2, 8, 2)]
     return [triton.Config({"BD": bd, "BH": bh, "BW": bw, "BC": bc}, num_warps=nw, num_stages=ns)
             for bd, bh, bw, bc, nw, ns in shapes]
 
 
 def weight_grad_configs() -> list[triton.Config]:
-    """Autotuning candidates of :func:`weight_grad_kernel`: (BD, BH, BW, warps, stages)."""
-    shapes = [(16, 8, 16, 4, 3), (16, 8, 32, 8, 3), (16, 16, 16, 8, 2), (32, 4, 32, 8, 2), (32, 8, 16, 8, 2)]
+    """Autotuning candidates of :func:`weight_grad_kernel`: (BD, BH, BW, warps, stages); as above."""
+    shapes = [(16, 4, 16, 4, 3), (16, 8, 16, 8, 2), (16, 4, 32, 8, 2), (32, 4, 16, 8, 2), (32, 4, 32, 8, 2),
+              (16, 8, 32, 8, 3)]
     return [triton.Config({"BD": bd, "BH": bh, "BW": bw}, num_warps=nw, num_stages=ns)
             for bd, bh, bw, nw, ns in shapes]
