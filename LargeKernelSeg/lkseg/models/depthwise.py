@@ -208,7 +208,8 @@ def depthwise_conv_bn_gelu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     path = path or os.environ.get("LKSEG_DWCONV", "auto")
     k = weight.shape[-1]
     fusable = (not bn.training and bn.track_running_stats and isinstance(act, nn.GELU) and act.approximate == "none"
-               and not _needs_grad(x, weight, bias, bn.weight, bn.bias) and weight.shape == (x.shape[1], 1, k, k, k))
+               and not _needs_grad(x, weight, bias, bn.weight, bn.bias) and k % 2 == 1
+               and weight.shape == (x.shape[1], 1, k, k, k))
     if fusable and (path == "triton" or (path == "auto" and x.is_cuda and _chosen.get(_key(x, k, False)) == "triton")):
         module = triton_path()
         if module is not None and (x.is_cuda or module.INTERPRETED):
