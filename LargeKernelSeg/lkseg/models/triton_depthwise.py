@@ -32,7 +32,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 import triton
 from torch.autograd.function import once_differentiable
-from triton import knobs
 
 from lkseg.models.triton_kernels import (band_rows, conv_configs, conv_kernel, weight_grad_configs,
                                          weight_grad_kernel)
@@ -40,7 +39,7 @@ from lkseg.models.triton_kernels import (band_rows, conv_configs, conv_kernel, w
 __all__ = ["INTERPRETED", "FP32_PRECISION", "depthwise_conv3d", "conv_bn_gelu", "fold_batchnorm"]
 
 #: the kernels were defined under TRITON_INTERPRET=1: they take CPU tensors and run in Triton's interpreter
-INTERPRETED: bool = bool(knobs.runtime.interpret)
+INTERPRETED: bool = type(conv_kernel).__name__ == "InterpretedFunction"
 #: tl.dot precision for fp32 inputs on CUDA: three TF32 products (about fp32 accuracy), or "ieee" (FMAs)
 FP32_PRECISION = "tf32x3"
 #: the block shape used when interpreting (and no config is given)
