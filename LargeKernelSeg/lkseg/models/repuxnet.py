@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 
 from lkseg.models.blocks import UXEncoder, UXNetLayout
-from lkseg.models.depthwise import depthwise_conv3d
+from lkseg.models.depthwise import depthwise_conv_bn_gelu
 from lkseg.models.registry import register
 
 __all__ = ["RepUXNet", "RepUXBlock", "bayesian_frequency_matrix"]
@@ -75,9 +75,9 @@ class RepUXBlock(nn.Module):
         return w if self.deploy else w * self.bfm.to(dtype=w.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # direct or FFT, whichever is faster for this shape (lkseg.models.depthwise); both equal F.conv3d
-        y = depthwise_conv3d(x, self.effective_weight(), self.dwconv.bias)
-        return self.act(self.norm(y))
+        # direct, FFT or Triton, whichever is fastest for this shape (lkseg.models.depthwise); all equal
+        # F.conv3d. On the Triton path in eval mode without gradients, BatchNorm and GELU run in the conv's kernel.
+        return depthwise_conv_bn_gelu(x, self.effective_weight(), self.dwconv.bias, self.norm, self.act)
 
     @torch.no_grad()
     def fold(self) -> None:
