@@ -92,13 +92,17 @@ def fft_depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     dims = (-3, -2, -1)
     kernel = torch.flip(weight[:, 0], dims=dims)  # cross-correlation = convolution with the flipped kernel
     compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    spectrum = torch.fft.rfftn(x.to(compute), s=size, dim=dims) * torch.fft.rfftn(kernel.to(compute), s=size, dim=dims)
+    # a channels-last input (CPU inference) is transformed channels-first, which pocketfft does faster, and
+    # the result goes back channels-last so the layers after it keep their layout
+    layout = (torch.channels_last_3d if x.dim() == 5 and not x.is_contiguous()
+              and x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format)
+    spectrum = torch.fft.rfftn(x.to(compute).contiguous(), s=size, dim=dims) * torch.fft.rfftn(kernel.to(compute), s=size, dim=dims)
     full = torch.fft.irfftn(spectrum, s=size, dim=dims)
     p = k // 2
     out = full[..., p:p + spatial[0], p:p + spatial[1], p:p + spatial[2]]
     if bias is not None:
         out = out + bias.to(compute).view(1, -1, 1, 1, 1)
-    return out.to(x.dtype).contiguous()
+    return out.to(x.dtype).contiguous(memory_format=layout)
 
 
 def _direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
