@@ -25,18 +25,40 @@ def _declared() -> dict[str, set[str]]:
     return {g: {re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0].strip().lower() for r in reqs} for g, reqs in groups.items()}
 
 
-def _third_party_imports(folder: Path, root: Path = ROOT) -> dict[str, str]:
-    found = {}
+def _guarded(tree: ast.AST) -> set[int]:
+    """ids of the nodes inside the body of a ``try`` that catches ImportError or ModuleNotFoundError:
+    imports the code can do without (it falls back when they fail)."""
+    caught = {"ImportError", "ModuleNotFoundError"}
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Try):
+            continue
+        types = [h.type for h in node.handlers if h.type is not None]
+        names = {n.id for t in types for n in ([*t.elts] if isinstance(t, ast.Tuple) else [t]) if isinstance(n, ast.Name)}
+        if names & caught:
+            inside |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return inside
+
+
+def _third_party_imports(folder: Path, root: Path = ROOT, required_only: bool = False) -> dict[str, str]:
+    """Top-level third-party names imported under ``folder`` -> the first file importing them;
+    ``required_only`` leaves out imports that only ever happen inside a ``try`` catching ImportError."""
+    found: dict[str, str] = {}
+    required: set[str] = set()
     local = {p.stem for p in folder.rglob("*.py")} | {p.name for p in folder.rglob("*") if p.is_dir()}
     for f in sorted(folder.rglob("*.py")):
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        guarded = _guarded(tree)
+        for node in ast.walk(tree):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
             for name in names:
                 top = name.split(".")[0]
                 if top not in sys.stdlib_module_names and top not in NOT_ON_PYPI and top not in local:
                     found.setdefault(top, str(f.relative_to(root)))
-    return found
+                    if id(node) not in guarded:
+                        required.add(top)
+    return {n: f for n, f in found.items() if n in required} if required_only else found
 
 
 def _dist(name: str) -> str:
@@ -45,9 +67,22 @@ def _dist(name: str) -> str:
 
 def test_core_imports_are_core_dependencies():
     declared = _declared()
-    core = {n: f for n, f in _third_party_imports(ROOT / "LargeKernelSeg" / "lkseg").items() if "/viewer/" not in f}
+    core = {n: f for n, f in _third_party_imports(ROOT / "LargeKernelSeg" / "lkseg", required_only=True).items()
+            if "/viewer/" not in f}
     missing = {n: f for n, f in core.items() if _dist(n) not in declared["core"]}
     assert not missing, f"imported by the core but not in [project] dependencies: {missing}"
+
+
+def test_optional_core_imports_are_in_an_extra():
+    """An import the core guards with ``except ImportError`` (e.g. Triton) need not be a dependency,
+    but some extra must install it, or its code would never be tested."""
+    declared = _declared()
+    package = ROOT / "LargeKernelSeg" / "lkseg"
+    required = _third_party_imports(package, required_only=True)
+    optional = {n: f for n, f in _third_party_imports(package).items() if n not in required and "/viewer/" not in f}
+    extras = set().union(*(names for group, names in declared.items() if group != "core"))
+    missing = {n: f for n, f in optional.items() if _dist(n) not in extras}
+    assert not missing, f"optional imports of the core that no extra installs: {missing}"
 
 
 def test_viewer_imports_are_in_the_viewer_extra():
@@ -69,3 +104,13 @@ def test_test_and_script_imports_are_in_the_dev_extra():
 def test_the_checker_sees_an_undeclared_import(tmp_path):
     (tmp_path / "mod.py").write_text("import numpy\nimport made_up_package\nfrom os import path\nfrom . import x\n")
     assert set(_third_party_imports(tmp_path, root=tmp_path)) == {"numpy", "made_up_package"}
+
+
+def test_the_checker_tells_guarded_imports_from_required_ones(tmp_path):
+    (tmp_path / "mod.py").write_text(
+        "try:\n    import triton\nexcept ImportError:\n    triton = None\n"
+        "try:\n    import numpy\nexcept (ValueError, ModuleNotFoundError):\n    pass\n"
+        "try:\n    import scipy\nexcept Exception:\n    pass\n"  # not a fallback for a missing package
+        "import made_up_package\n")
+    assert set(_third_party_imports(tmp_path, root=tmp_path)) == {"triton", "numpy", "scipy", "made_up_package"}
+    assert set(_third_party_imports(tmp_path, root=tmp_path, required_only=True)) == {"scipy", "made_up_package"}

@@ -130,13 +130,20 @@ def _chosen_path(input: torch.Tensor, path: str | None) -> str:
     path = path or os.environ.get("LKSEG_DEFORM", "auto")
     if path not in DEFORM_PATHS:
         raise DeformConfigError(f"LKSEG_DEFORM must be one of {', '.join(DEFORM_PATHS)}, got {path!r}")
-    if path == "auto":
-        if input.is_cuda:
-            from lkseg.models import triton_deform
-
-            return "triton" if triton_deform.available() else "grid_sample"
+    if path == "grid_sample" or (path == "auto" and not input.is_cuda):
         return "grid_sample"
-    return path
+    from lkseg.models import triton_deform
+
+    if path == "auto":
+        return "triton" if triton_deform.available() else "grid_sample"
+    if not triton_deform.available():
+        raise DeformConfigError("LKSEG_DEFORM=triton needs Triton, which is not installed: install it "
+                                "(pip install triton) or set LKSEG_DEFORM=grid_sample")
+    if not input.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise DeformConfigError(f"LKSEG_DEFORM=triton runs on CUDA tensors (or on the CPU under Triton's "
+                                f"interpreter, TRITON_INTERPRET=1); this input is on {input.device}: set "
+                                "LKSEG_DEFORM=auto or grid_sample")
+    return "triton"
 
 
 def deform_conv3d_depthwise(
