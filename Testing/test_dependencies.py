@@ -34,7 +34,8 @@ def _guarded(tree: ast.AST) -> set[int]:
         if not isinstance(node, ast.Try):
             continue
         types = [h.type for h in node.handlers if h.type is not None]
-        names = {n.id for t in types for n in ([*t.elts] if isinstance(t, ast.Tuple) else [t]) if isinstance(n, ast.Name)}
+        names = {n.id for t in types for n in ([*t.elts] if isinstance(t, ast.Tuple) else [t])
+                 if isinstance(n, ast.Name)}
         if names & caught:
             inside |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
     return inside

@@ -26,6 +26,7 @@ from lkseg.models.deformuxnet import DeformUXNet
 from lkseg.models.registry import build_model, get_spec
 
 SMALL = get_spec("deformuxnet").small_config
+SMALL_JSON = json.loads(json.dumps(SMALL))  # as a card holds it (lists)
 #: the smallest input with more than one voxel at 1/16 scale (instance norm needs two): 32 x 16 x 16
 
 
@@ -212,7 +213,7 @@ def test_lkseg_import_sets_the_official_layout_and_reproduces_the_official_op(tm
     src, model = _official_weights(tmp_path)
     card = tmp_path / "card.json"
     card.write_text(json.dumps({"architecture": "deformuxnet", "labels": "flare21",
-                                "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}}))
+                                "hyperparameters": SMALL_JSON}))
     out = tmp_path / "imported.safetensors"
     assert main(["import", str(src), "--card", str(card), "-o", str(out)]) == 0
     assert read_card(out).hyperparameters["offset_layout"] == "official"
@@ -243,7 +244,7 @@ def test_import_keeps_the_layout_a_card_asks_for(tmp_path: Path) -> None:
 def test_a_card_without_the_field_means_native(tmp_path: Path, capsys) -> None:
     model = build_model("deformuxnet", 1, 5, **SMALL)
     card = ModelCard.from_dict({"architecture": "deformuxnet", "labels": "flare21",
-                                "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in SMALL.items()}})
+                                "hyperparameters": SMALL_JSON})
     path = save_checkpoint(tmp_path / "old.safetensors", model.state_dict(), card)
     assert load_checkpoint(path)[0].offset_layout == "native"
     assert main(["info", str(path)]) == 0

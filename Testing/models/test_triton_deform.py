@@ -30,8 +30,9 @@ def _run_checks(*names: str, env: dict[str, str] | None = None, code: str | None
     return done.stdout
 
 
-@pytest.mark.parametrize("check", ["k3_float32", "k3_float64", "blocks_and_geometry", "official_layout", "native_layout",
-                                   "half_precision_inputs", "auto_stays_on_grid_sample_for_cpu_tensors"])
+@pytest.mark.parametrize("check", ["k3_float32", "k3_float64", "blocks_and_geometry", "official_layout",
+                                   "native_layout", "half_precision_inputs",
+                                   "auto_stays_on_grid_sample_for_cpu_tensors"])
 def test_triton_kernel_under_the_interpreter(check: str) -> None:
     assert f"ok {check}" in _run_checks(check)
 

@@ -98,6 +98,8 @@ def official_offsets(buffer: torch.Tensor, out_size: tuple[int, int, int],
     if need > per_sample:
         raise ValueError(f"an offset map of shape {tuple(buffer.shape)} is smaller than the output "
                          f"{tuple(out_size)} it has to cover")
+    if n == 0:
+        return buffer.new_empty((0, ch, *out_size))
     step = max(1, min(n, int(im2col_step)))
     flat = buffer.reshape(-1)
     full = (n // step) * step
