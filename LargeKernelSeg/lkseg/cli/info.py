@@ -41,6 +41,21 @@ def _parameter_count(card) -> int | None:
         return None
 
 
+def _architecture_lines(card) -> list[str]:
+    """What the architecture module adds about this card (its ``card_lines(hyperparameters)``, if any),
+    e.g. DeformUX-Net's offset layout."""
+    import sys
+
+    from lkseg.models.registry import get_spec
+
+    try:
+        spec = get_spec(card.architecture)
+    except KeyError:
+        return []
+    describe = getattr(sys.modules.get(spec.constructor.__module__), "card_lines", None)
+    return list(describe(card.hyperparameters)) if callable(describe) else []
+
+
 def run(args: argparse.Namespace) -> int:
     from lkseg.checkpoint.native import (
         DIGEST_KEY,
@@ -71,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
     params = f"{n_params:,}; " if n_params is not None else ""
     print(f"Parameters:     {params}file holds {len(shapes)} tensors, {n_values:,} values ({', '.join(dtypes)})")
     print(card.summary())
+    for line in _architecture_lines(card):
+        print(line)
     if args.check:
         stored = DIGEST_KEY in metadata(path)
         print("Check:          weights load strictly into the network, all finite; "
