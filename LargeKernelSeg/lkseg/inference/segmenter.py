@@ -131,7 +131,7 @@ class Segmenter:
             window = SlidingWindow(
                 self._predictor(tta, num_classes, cancel), num_classes, tuple(settings.roi_size),
                 overlap=float(settings.overlap), blend=str(getattr(settings, "blend", "gaussian")),
-                batch_size=int(sw_batch_size or self.window_batch()), device=self.device,
+                batch_size=self._batch(sw_batch_size, notes), device=self.device,
                 memory_limit_bytes=self.memory_limit_bytes, notes=notes)
             lo, hi = _STAGES["preprocess"], _STAGES["model"]
             probs = window.run(prep.tensor, progress=lambda f: report(lo + (hi - lo) * f, "model"), cancel=cancel,
@@ -165,11 +165,22 @@ class Segmenter:
     def window_batch(self) -> int:
         """Windows per batch: the card's on a GPU; on the CPU at most :data:`CPU_BATCH_VOXELS` input voxels
         (one 96^3 window), since batching gains the CPU nothing once a window fills its cores and every
-        window more costs activation memory (the paper-size UX-Net: ~1.5 GB per 96^3 window in float32)."""
+        window more costs activation memory (the paper-size UX-Net: ~1.5 GB per 96^3 window in float32). One for a
+        network whose samples read each other's data (DeformUX-Net's official offset layout), so that every
+        window gets the output the network computes for it alone, whatever the device's batch."""
+        if getattr(self.model, "samples_interact", False):
+            return 1
         card_batch = int(self.card.inference.sw_batch_size)
         if self.device.type != "cpu":
             return card_batch
         return max(1, min(card_batch, CPU_BATCH_VOXELS // math.prod(self.card.inference.roi_size)))
+
+    def _batch(self, requested: int | None, notes: list[str]) -> int:
+        if requested and requested > 1 and getattr(self.model, "samples_interact", False):
+            notes.append(f"{requested} windows per batch were asked for, but this network's samples read each other's "
+                         "data (official DeformUX-Net offsets): one window per batch")
+            return 1
+        return int(requested or self.window_batch())
 
     # -- stages ------------------------------------------------------------------------------
     def _resample_device(self) -> torch.device:

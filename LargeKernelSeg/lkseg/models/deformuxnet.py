@@ -139,3 +139,6 @@ class DeformUXNet(UXNetLayout):
                          norm_name, res_block)
         self.dense_mlp = dense_mlp
         self.offset_layout = offset_layout
+        #: in the official layout the samples of a batch read each other's offsets (docs/deformuxnet_offsets.md):
+        #: an output depends on its batch mates, so inference runs such a network one window at a time
+        self.samples_interact = offset_layout == "official"
