@@ -1,20 +1,26 @@
 #!/usr/bin/env python
 """Benchmark lkseg inference against a plain MONAI reference pipeline, in one run.
 
-Both pipelines segment the same volume with the same network weights:
+Three pipelines segment the same volume with the same network weights, each in its own fresh process
+(so peak host memory, ``ru_maxrss``, belongs to it):
 
-* ours: ``lkseg.inference.Segmenter`` (physical-coordinate resampling on the device, Gaussian
-  blending, batched windows, autocast on CUDA, probabilities resampled back trilinearly);
-* reference: the same network in fp32, its depthwise layers on the direct ``F.conv3d`` path; MONAI
-  ``LoadImage``/``Orientation``/``Spacing``/``ScaleIntensityRange`` transforms; ``sliding_window_inference`` (overlap 0.5, sw_batch_size 4,
-  constant blending); argmax; the label map resampled back onto the input with SimpleITK
-  nearest-neighbour.
+* **ours**: ``lkseg.inference.Segmenter`` as a user runs it (``--precision auto``: bfloat16 on CUDA and
+  on CPUs with native bfloat16 unless the card keeps fp32; channels-last on the CPU; windows of air
+  left out; window batch per device; probabilities resampled back trilinearly, boundary cells only);
+* **ours fp32**: the same pipeline in float32 with every depthwise conv on the direct ``F.conv3d`` path,
+  no channels-last, every window run: the labels "ours" must agree with (mean Dice over organs);
+* **reference**: the network in fp32 on the direct path, MONAI ``LoadImage``/``Orientation``/``Spacing``/
+  ``ScaleIntensityRange``, ``sliding_window_inference`` (overlap 0.5, sw_batch_size 4, constant
+  blending), argmax, the label map resampled back with SimpleITK nearest-neighbour: what a user writes
+  in ten lines. The speed ratios are reference / ours.
 
-Each pipeline runs in its own fresh process (so peak host memory, ``ru_maxrss``, belongs to it);
-per stage wall times (load, preprocess, model, resample back, write), peak host and GPU memory,
-per-organ Dice between the two label maps and the ratios are printed.
+Per stage wall times (best of ``--repeat`` after a warm-up), peak host (and GPU) memory, ratios and
+Dice agreement are printed. ``--network uxnet|repuxnet|...`` benchmarks a paper-size network with random
+weights on a 3 mm grid with 96^3 windows (the speed table of issue 15); ``--large-ct`` uses a
+512 x 512 x 300 CT made from the example CT and adds the wall time of ``lkseg segment`` on it, from
+process start to labels written.
 
-    python scripts/benchmark_inference.py [--checkpoint CKPT] [--image IMG] [--device cpu|cuda|auto]
+    python scripts/benchmark_inference.py [--network repuxnet | --checkpoint CKPT] [--image IMG | --large-ct]
 """
 
 from __future__ import annotations
@@ -22,42 +28,18 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_CT = REPO.parent / "shared" / "data" / "totalsegmentator-example" / "example_ct_sm.nii.gz"
+import bench_inputs
 
-
-def default_checkpoint(tmp: Path) -> Path:
-    """The bundled default model, or a randomly initialised small UX-Net (or first available network)."""
-    from lkseg.app import resources
-
-    bundled = resources.default_model()
-    if bundled is not None:
-        return bundled
-    import torch
-
-    from lkseg.checkpoint.card import InferenceSettings, ModelCard, Preprocessing
-    from lkseg.checkpoint.native import save_checkpoint
-    from lkseg.checkpoint.labels import BTCV
-    from lkseg.models.registry import build_model, get_spec, list_models
-
-    names = [s.name for s in list_models()]
-    arch = "uxnet" if "uxnet" in names else names[0]
-    spec = get_spec(arch)
-    torch.manual_seed(0)
-    model = build_model(arch, 1, BTCV.num_classes, **spec.small_config)
-    card = ModelCard(arch, dict(spec.small_config), 1, BTCV,
-                     Preprocessing("RAS", (1.5, 1.5, 2.0)), InferenceSettings((96, 96, 96), 0.5, "gaussian", 4))
-    path = tmp / f"random_{arch}.safetensors"
-    save_checkpoint(path, model.state_dict(), card)
-    print(f"no bundled checkpoint: using a randomly initialised {arch} (small config)")
-    return path
+STAGES = ["load", "preprocess", "model", "resample", "write"]
 
 
 def _peaks(device: str) -> dict[str, float]:
@@ -69,16 +51,19 @@ def _peaks(device: str) -> dict[str, float]:
     return out
 
 
-def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: int = 1) -> dict[str, Any]:
+def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: int, plain_fp32: bool) -> dict[str, Any]:
+    if plain_fp32:  # the direct depthwise path, before torch is imported
+        os.environ["LKSEG_DWCONV"] = "direct"
+    from lkseg.inference.segmenter import Segmenter
     from lkseg.io.export import write_labels
     from lkseg.io.imageio import read_image
-    from lkseg.inference.segmenter import Segmenter
 
-    seg = Segmenter.from_checkpoint(checkpoint, device=device)
+    options = {"precision": "fp32", "skip_empty_windows": False, "channels_last": False} if plain_fp32 else {}
+    seg = Segmenter.from_checkpoint(checkpoint, device=device, **options)
     t0 = time.perf_counter()
     image = read_image(image_path)
     load = time.perf_counter() - t0
-    seg.segment(image)  # warm-up (CUDA context, kernels); not timed
+    seg.segment(image)  # warm-up (kernels, the depthwise path choice, CUDA context); not timed
     if seg.device.type == "cuda":
         import torch
 
@@ -91,12 +76,11 @@ def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: in
         run = {"load": load, **{k: result.timings[k] for k in ("preprocess", "model", "resample")},
                "write": time.perf_counter() - t0}
         times = {k: min(v, times.get(k, v)) for k, v in run.items()}
-    return {"times": times, "device": str(seg.device), **_peaks(str(seg.device))}
+    return {"times": times, "device": str(seg.device), "precision": result.precision,
+            "windows": list(result.windows), **_peaks(str(seg.device))}
 
 
-def run_reference(checkpoint: str, image_path: str, device: str, out: str, repeat: int = 1) -> dict[str, Any]:
-    import os
-
+def run_reference(checkpoint: str, image_path: str, device: str, out: str, repeat: int) -> dict[str, Any]:
     # the plain pipeline convolves with F.conv3d: our networks' depthwise layers take the direct path here
     os.environ["LKSEG_DWCONV"] = "direct"
     import numpy as np
@@ -117,8 +101,7 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
     def segment() -> tuple[Any, dict[str, float]]:
         times = {}
         t0 = time.perf_counter()
-        img = LoadImage(image_only=True)(image_path)  # nibabel for NIfTI
-        img = EnsureChannelFirst()(img)
+        img = EnsureChannelFirst()(LoadImage(image_only=True)(image_path))  # nibabel for NIfTI
         times["load"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         x = Orientation(axcodes=pre.orientation)(img)
@@ -146,8 +129,8 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
         net.SetSpacing(tuple(spacing))
         net.SetOrigin(tuple(lps[:3, 3]))
         net.SetDirection(tuple((lps[:3, :3] / spacing).ravel()))
-        ref = sitk.ReadImage(image_path)
-        back = sitk.Resample(net, ref, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        back = sitk.Resample(net, sitk.ReadImage(image_path), sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                             sitk.sitkUInt8)
         times["resample"] = time.perf_counter() - t0
         return back, times
 
@@ -161,7 +144,7 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
         sitk.WriteImage(back, out, useCompression=True)
         run["write"] = time.perf_counter() - t0
         times = {k: min(v, times.get(k, v)) for k, v in run.items()}
-    return {"times": times, "device": str(dev), **_peaks(str(dev))}
+    return {"times": times, "device": str(dev), "precision": "fp32", **_peaks(str(dev))}
 
 
 def _child(fn_name: str, args: tuple, queue: Any) -> None:
@@ -183,58 +166,88 @@ def in_fresh_process(fn_name: str, *args: Any) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", type=Path, help="default: Resources default model, else a random small UX-Net")
-    p.add_argument("--image", type=Path, help=f"default: {SHARED_CT} or the bundled sample CT")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeat", type=int, default=1, help="timed runs per pipeline; the best per stage is kept")
-    p.add_argument("--json", type=Path, help="also write the measurements here")
-    args = p.parse_args(argv)
+def cli_wall_time(checkpoint: Path, image: Path, device: str, out: Path) -> float:
+    """Seconds from starting ``lkseg segment`` to its exit (imports, model load, read, segment, write)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "lkseg", "segment", str(image), "-m", str(checkpoint), "-o", str(out),
+                    "--device", device, "--overwrite"], check=True, capture_output=True)
+    return time.perf_counter() - t0
 
+
+def agreement(a_path: Path, b_path: Path, card: Any) -> tuple[dict[str, float], float]:
     import numpy as np
 
+    from lkseg.evaluation.metrics import dice_per_label
+    from lkseg.io.imageio import read_image
+
+    a, b = read_image(a_path).array, read_image(b_path).array
+    dice = {card.labels.by_value(v).name: d for v, d in dice_per_label(a, b, card.labels.values).items()
+            if not np.isnan(d)}
+    return dice, float(np.mean(list(dice.values()))) if dice else float("nan")
+
+
+def print_table(runs: dict[str, dict]) -> None:
+    names = list(runs)
+    print(f"\n{'stage':<12}" + "".join(f"{n + ' (s)':>16}" for n in names) + f"{'reference/ours':>16}")
+    for s in STAGES + ["total"]:
+        vals = [sum(r["times"][k] for k in STAGES) if s == "total" else r["times"][s] for r in runs.values()]
+        ratio = vals[-1] / vals[0] if vals[0] > 0 else float("nan")
+        print(f"{s:<12}" + "".join(f"{v:>16.3f}" for v in vals) + f"{ratio:>16.2f}")
+    for key in ("peak_host_mb", "peak_gpu_mb"):
+        if key in runs["ours"]:
+            print(f"{key:<12}" + "".join(f"{r[key]:>16.0f}" for r in runs.values()))
+    print("precision   " + "".join(f"{r['precision']:>16}" for r in runs.values()))
+    if "windows" in runs["ours"]:
+        run, skipped = runs["ours"]["windows"]
+        print(f"windows: ours ran {run}, left out {skipped} of air")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", type=Path, help="default: the bundled default model")
+    src.add_argument("--network", help="a paper-size registry network with random weights (3 mm, 96^3 windows)")
+    img = p.add_mutually_exclusive_group()
+    img.add_argument("--image", type=Path, help=f"default: the bundled sample CT ({bench_inputs.SAMPLE_CT.name})")
+    img.add_argument("--large-ct", action="store_true", help="a 512 x 512 x 300 CT made from the example CT")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeat", type=int, default=1, help="timed runs per pipeline; the best per stage is kept")
+    p.add_argument("--no-fp32", action="store_true", help="leave out the 'ours fp32' pipeline (no agreement)")
+    p.add_argument("--json", type=Path, help="also write the measurements here")
+    args = p.parse_args(argv)
     from lkseg.app import resources
     from lkseg.checkpoint.native import read_card
-    from lkseg.io.imageio import read_image
-    from lkseg.evaluation.metrics import dice_per_label
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        image = args.image or (SHARED_CT if SHARED_CT.is_file() else resources.sample_ct())
-        if image is None:
-            raise SystemExit("no image: pass --image")
-        ckpt = args.checkpoint or default_checkpoint(tmp)
+        image = args.image or (bench_inputs.large_ct(tmp / "ct_512x512x300.nii.gz") if args.large_ct
+                               else bench_inputs.SAMPLE_CT)
+        ckpt = (bench_inputs.paper_checkpoint(args.network, tmp) if args.network
+                else args.checkpoint or resources.default_model())
         card = read_card(ckpt)
-        print(f"image {image}\ncheckpoint {ckpt} ({card.architecture}, roi {card.inference.roi_size}, "
-              f"spacing {card.preprocessing.spacing})")
-        ours = in_fresh_process("run_ours", str(ckpt), str(image), args.device, str(tmp / "ours.nii.gz"),
-                                args.repeat)
-        ref = in_fresh_process("run_reference", str(ckpt), str(image), args.device, str(tmp / "ref.nii.gz"),
-                               args.repeat)
-        a, b = read_image(tmp / "ours.nii.gz").array, read_image(tmp / "ref.nii.gz").array
-        dice = dice_per_label(a, b, card.labels.values)
-
-    print(f"\ndevice: ours {ours['device']}, reference {ref['device']}")
-    print(f"{'stage':<12}{'ours (s)':>10}{'reference (s)':>15}{'ref/ours':>10}")
-    stages = ["load", "preprocess", "model", "resample", "write"]
-    for s in stages + ["total"]:
-        o = sum(ours["times"][k] for k in stages) if s == "total" else ours["times"][s]
-        r = sum(ref["times"][k] for k in stages) if s == "total" else ref["times"][s]
-        print(f"{s:<12}{o:>10.3f}{r:>15.3f}{(r / o if o > 0 else float('nan')):>10.2f}")
-    for key in ("peak_host_mb", "peak_gpu_mb"):
-        if key in ours:
-            print(f"{key:<12}{ours[key]:>10.0f}{ref[key]:>15.0f}{ref[key] / ours[key]:>10.2f}")
-    print("\nDice per organ, ours vs reference (agreement, not accuracy):")
-    for v, d in dice.items():
-        name = card.labels.by_value(v).name
-        print(f"  {v:>3} {name:<32} {'absent in both' if np.isnan(d) else f'{d:.4f}'}")
-    present = [d for d in dice.values() if not np.isnan(d)]
-    if present:
-        print(f"  mean over present organs: {np.mean(present):.4f}  (voxel agreement {float((a == b).mean()):.4f})")
+        print(f"image {image.name}\ncheckpoint {ckpt.name} ({card.architecture}, roi {card.inference.roi_size}, "
+              f"spacing {card.preprocessing.spacing}, precision on the card: {card.inference.precision})")
+        runs = {"ours": in_fresh_process("run_ours", str(ckpt), str(image), args.device, str(tmp / "ours.nii.gz"),
+                                         args.repeat, False)}
+        if not args.no_fp32:
+            runs["ours fp32"] = in_fresh_process("run_ours", str(ckpt), str(image), args.device,
+                                                 str(tmp / "fp32.nii.gz"), args.repeat, True)
+        runs["reference"] = in_fresh_process("run_reference", str(ckpt), str(image), args.device,
+                                             str(tmp / "ref.nii.gz"), args.repeat)
+        result: dict[str, Any] = {"runs": runs, "image": image.name, "checkpoint": ckpt.name}
+        print_table(runs)
+        if not args.no_fp32:
+            dice, mean = agreement(tmp / "ours.nii.gz", tmp / "fp32.nii.gz", card)
+            result["dice_ours_vs_fp32"] = dice
+            print(f"\nagreement with our fp32 direct path: mean Dice {mean:.5f} over {len(dice)} organs")
+        dice, mean = agreement(tmp / "ours.nii.gz", tmp / "ref.nii.gz", card)
+        result["dice_ours_vs_reference"] = dice
+        print(f"agreement with the reference (nearest-neighbour back, constant blending): mean Dice {mean:.4f}")
+        if args.large_ct:
+            result["cli_wall_s"] = cli_wall_time(ckpt, image, args.device, tmp / "cli")
+            print(f"lkseg segment, process start to labels written: {result['cli_wall_s']:.1f} s")
     if args.json:
-        args.json.write_text(json.dumps({"ours": ours, "reference": ref, "dice": {str(k): v for k, v in dice.items()},
-                                         "image": str(image), "checkpoint": str(ckpt)}, indent=2))
+        args.json.write_text(json.dumps(result, indent=2))
     return 0
 
 
