@@ -80,7 +80,8 @@ def run_ours(checkpoint: str, image_path: str, device: str, out: str, repeat: in
             "windows": list(result.windows), **_peaks(str(seg.device))}
 
 
-def run_reference(checkpoint: str, image_path: str, device: str, out: str, repeat: int) -> dict[str, Any]:
+def run_reference(checkpoint: str, image_path: str, device: str, out: str, repeat: int,
+                  amp: bool = False) -> dict[str, Any]:
     # the plain pipeline convolves with F.conv3d: our networks' depthwise layers take the direct path here
     os.environ["LKSEG_DWCONV"] = "direct"
     import numpy as np
@@ -113,7 +114,7 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
             x = (x - x.mean()) / x.std()
         times["preprocess"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=torch.float16, enabled=amp):
             logits = sliding_window_inference(x.unsqueeze(0).to(dev), inf.roi_size, 4, model, overlap=0.5,
                                               mode="constant")
             lab = logits.argmax(1)[0].to(torch.uint8).cpu()
@@ -144,7 +145,7 @@ def run_reference(checkpoint: str, image_path: str, device: str, out: str, repea
         sitk.WriteImage(back, out, useCompression=True)
         run["write"] = time.perf_counter() - t0
         times = {k: min(v, times.get(k, v)) for k, v in run.items()}
-    return {"times": times, "device": str(dev), "precision": "fp32", **_peaks(str(dev))}
+    return {"times": times, "device": str(dev), "precision": "fp16" if amp else "fp32", **_peaks(str(dev))}
 
 
 def _child(fn_name: str, args: tuple, queue: Any) -> None:
@@ -188,11 +189,12 @@ def agreement(a_path: Path, b_path: Path, card: Any) -> tuple[dict[str, float], 
 
 def print_table(runs: dict[str, dict]) -> None:
     names = list(runs)
-    print(f"\n{'stage':<12}" + "".join(f"{n + ' (s)':>16}" for n in names) + f"{'reference/ours':>16}")
+    refs = [n for n in names if n.startswith("reference")]
+    print(f"\n{'stage':<12}" + "".join(f"{n + ' (s)':>16}" for n in names) + "".join(f"{n + '/ours':>20}" for n in refs))
     for s in STAGES + ["total"]:
-        vals = [sum(r["times"][k] for k in STAGES) if s == "total" else r["times"][s] for r in runs.values()]
-        ratio = vals[-1] / vals[0] if vals[0] > 0 else float("nan")
-        print(f"{s:<12}" + "".join(f"{v:>16.3f}" for v in vals) + f"{ratio:>16.2f}")
+        vals = {n: sum(r["times"][k] for k in STAGES) if s == "total" else r["times"][s] for n, r in runs.items()}
+        ratios = [vals[n] / vals["ours"] if vals["ours"] > 0 else float("nan") for n in refs]
+        print(f"{s:<12}" + "".join(f"{v:>16.3f}" for v in vals.values()) + "".join(f"{q:>20.2f}" for q in ratios))
     for key in ("peak_host_mb", "peak_gpu_mb"):
         if key in runs["ours"]:
             print(f"{key:<12}" + "".join(f"{r[key]:>16.0f}" for r in runs.values()))
@@ -210,6 +212,11 @@ def main(argv: list[str] | None = None) -> int:
     img = p.add_mutually_exclusive_group()
     img.add_argument("--image", type=Path, help=f"default: the bundled sample CT ({bench_inputs.SAMPLE_CT.name})")
     img.add_argument("--large-ct", action="store_true", help="a 512 x 512 x 300 CT made from the example CT")
+    img.add_argument("--ct-size", type=int, nargs=3, metavar=("I", "J", "K"),
+                     help="a CT of this size made from the example CT, at --ct-spacing")
+    p.add_argument("--ct-spacing", type=float, nargs=3, default=(1.5, 1.5, 1.5), help="mm, with --ct-size")
+    p.add_argument("--spacing", type=float, default=3.0, help="the --network card's grid in mm (isotropic)")
+    p.add_argument("--reference-amp", action="store_true", help="also the reference under float16 autocast (CUDA)")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeat", type=int, default=1, help="timed runs per pipeline; the best per stage is kept")
     p.add_argument("--no-fp32", action="store_true", help="leave out the 'ours fp32' pipeline (no agreement)")
@@ -220,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        image = args.image or (bench_inputs.large_ct(tmp / "ct_512x512x300.nii.gz") if args.large_ct
-                               else bench_inputs.SAMPLE_CT)
-        ckpt = (bench_inputs.paper_checkpoint(args.network, tmp) if args.network
+        if args.ct_size:
+            size = tuple(args.ct_size)
+            fov = tuple(n * s for n, s in zip(size, args.ct_spacing))
+            image = bench_inputs.large_ct(tmp / f"ct_{'x'.join(map(str, size))}.nii.gz", size, fov)
+        else:
+            image = args.image or (bench_inputs.large_ct(tmp / "ct_512x512x300.nii.gz") if args.large_ct
+                                   else bench_inputs.SAMPLE_CT)
+        ckpt = (bench_inputs.paper_checkpoint(args.network, tmp, spacing=args.spacing) if args.network
                 else args.checkpoint or resources.default_model())
         card = read_card(ckpt)
         print(f"image {image.name}\ncheckpoint {ckpt.name} ({card.architecture}, roi {card.inference.roi_size}, "
@@ -232,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_fp32:
             runs["ours fp32"] = in_fresh_process("run_ours", str(ckpt), str(image), args.device,
                                                  str(tmp / "fp32.nii.gz"), args.repeat, True)
+        if args.reference_amp:
+            runs["reference fp16"] = in_fresh_process("run_reference", str(ckpt), str(image), args.device,
+                                                      str(tmp / "ref16.nii.gz"), args.repeat, True)
         runs["reference"] = in_fresh_process("run_reference", str(ckpt), str(image), args.device,
                                              str(tmp / "ref.nii.gz"), args.repeat)
         result: dict[str, Any] = {"runs": runs, "image": image.name, "checkpoint": ckpt.name}
@@ -243,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         dice, mean = agreement(tmp / "ours.nii.gz", tmp / "ref.nii.gz", card)
         result["dice_ours_vs_reference"] = dice
         print(f"agreement with the reference (nearest-neighbour back, constant blending): mean Dice {mean:.4f}")
-        if args.large_ct:
+        if args.large_ct or args.ct_size:
             result["cli_wall_s"] = cli_wall_time(ckpt, image, args.device, tmp / "cli")
             print(f"lkseg segment, process start to labels written: {result['cli_wall_s']:.1f} s")
     if args.json:
