@@ -85,3 +85,35 @@ def test_repux_block_on_either_path(monkeypatch) -> None:
         monkeypatch.setenv("LKSEG_DWCONV", "fft")
         b = block(x)
     torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+def test_fft_in_channel_chunks_equals_direct_and_keeps_channels_last(monkeypatch) -> None:
+    monkeypatch.setattr(depthwise, "FFT_CHUNK_BYTES", 1)  # one channel per chunk
+    x = torch.randn(2, 5, 9, 8, 7, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d)
+    x.requires_grad_(True)
+    w = torch.randn(5, 1, 5, 5, 5, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64, requires_grad=True)
+    out = fft_depthwise_conv3d(x, w, b)
+    ref = F.conv3d(x, w, b, padding=2, groups=5)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    assert torch.allclose(out, ref, atol=1e-10)
+    grads = torch.autograd.grad(out.sum(), (x, w, b))
+    ref_grads = torch.autograd.grad(ref.sum(), (x, w, b))
+    assert all(torch.allclose(g, r, atol=1e-9) for g, r in zip(grads, ref_grads))
+
+
+def test_taps_out_of_reach_are_cropped_and_large_convs_take_the_fft_unmeasured(monkeypatch) -> None:
+    monkeypatch.setattr(depthwise, "_chosen", {})
+    torch.manual_seed(4)
+    x, w, b = torch.randn(1, 3, 3, 4, 5), torch.randn(3, 1, 13, 13, 13), torch.randn(3)
+    assert depthwise.within_reach(w, (3, 4, 5)).shape[-3:] == (5, 7, 9)  # 2n - 1 per axis
+    with torch.no_grad():
+        out = depthwise_conv3d(x, w, b, path="auto")
+    torch.testing.assert_close(out, F.conv3d(x, w, b, padding=6, groups=3), rtol=1e-5, atol=1e-5)
+    assert depthwise.chosen_paths() == {}  # cropped below FFT_MIN_KERNEL: direct, nothing measured
+    big = torch.randn(1, 2, 24, 24, 24)
+    w21 = torch.randn(2, 1, 21, 21, 21) * 0.01
+    with torch.no_grad():
+        out = depthwise_conv3d(big, w21, None, path="auto")
+    assert depthwise.chosen_paths() == {}  # 24^3 x 21^3 taps: FFT without timing the direct conv
+    torch.testing.assert_close(out, F.conv3d(big, w21, None, padding=10, groups=2), rtol=1e-4, atol=1e-4)
