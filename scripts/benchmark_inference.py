@@ -2,7 +2,7 @@
 """Benchmark lkseg inference against a plain MONAI reference pipeline, in one run.
 
 Three pipelines segment the same volume with the same network weights, each in its own fresh process
-(so peak host memory, ``ru_maxrss``, belongs to it):
+(so peak host memory, VmHWM, belongs to it):
 
 * **ours**: ``lkseg.inference.Segmenter`` as a user runs it (``--precision auto``: bfloat16 on CUDA and
   on CPUs with native bfloat16 unless the card keeps fp32; channels-last on the CPU; windows of air
@@ -42,8 +42,20 @@ import bench_inputs
 STAGES = ["load", "preprocess", "model", "resample", "write"]
 
 
+def _peak_host_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, which starts afresh at exec; ``ru_maxrss`` does
+    not (it starts at the parent's resident size when the spawned child was forked)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def _peaks(device: str) -> dict[str, float]:
-    out = {"peak_host_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+    out = {"peak_host_mb": _peak_host_mb()}
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
