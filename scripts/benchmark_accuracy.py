@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", nargs="+", default=list(chaos.CANDIDATES), choices=list(chaos.CANDIDATES))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rescore", action="store_true", help="score the networks an earlier run left in --work")
+    p.add_argument("--resume", action="store_true", help="with --work: keep the folds an interrupted run finished "
+                   "(their network has --steps steps), train the others")
     p.add_argument("--work", type=Path, help="keep datasets and jobs here (default: a temp folder)")
     p.add_argument("--out", type=Path, default=chaos.REPO / "docs" / "accuracy", help="where the tables go")
     p.add_argument("--replot", type=Path, metavar="JSON", help="only write the table and plot of an earlier run's JSON")
@@ -121,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         write_outputs(args.out, args.replot.stem.removeprefix("accuracy_"), text, payload)
         return 0
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.rescore and args.work is None:
-        sys.exit("--rescore needs the --work folder of the run that trained the networks")
+    if (args.rescore or args.resume) and args.work is None:
+        sys.exit("--rescore and --resume need the --work folder of the run that trained the networks")
+    if args.resume and not args.steps:
+        sys.exit("--resume needs --steps (a fold is finished when its network has that many)")
     work = args.work or Path(tempfile.mkdtemp(prefix="lkseg-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
     split = "fixed 12/3 split (validation: CHAOS ids 31, 32, 33)" if args.folds == 0 else f"{args.folds}-fold CV"
@@ -135,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.candidates:
         per_fold = []
         for f, (train_ids, val_ids) in enumerate(folds(args.folds)):
-            if args.rescore:  # the networks trained by an earlier run with the same --work
-                last = work / f"fold{f}" / f"job_{name}" / "checkpoints" / "last.safetensors"
-                got = chaos.trained_facts(last)
+            last = work / f"fold{f}" / f"job_{name}" / "checkpoints" / "last.safetensors"
+            if args.rescore or (args.resume and last.is_file() and chaos.trained_facts(last)["steps"] == args.steps):
+                got = chaos.trained_facts(last)  # trained by an earlier run with the same --work
             else:
                 last, got = chaos.train_candidate(name, ds, train_ids, val_ids, work / f"fold{f}", args.minutes,
                                                   args.threads, args.steps)

@@ -76,7 +76,11 @@ def trained_facts(checkpoint: Path) -> dict[str, Any]:
 
     card = read_card(checkpoint)
     params = count_parameters(build_model(card.architecture, 1, card.labels.num_classes, **card.hyperparameters))
-    return {"steps": card.provenance.training_data.get("steps"), "train_seconds": None, "parameters": params}
+    progress = checkpoint.parent.parent / "progress.jsonl"  # the job folder's log: first to last record
+    times = [json.loads(line).get("time") for line in progress.read_text().splitlines()] if progress.is_file() else []
+    times = [t for t in times if t is not None]
+    seconds = round(times[-1] - times[0], 1) if len(times) > 1 else None
+    return {"steps": card.provenance.training_data.get("steps"), "train_seconds": seconds, "parameters": params}
 
 
 def case_id(n: int) -> str:
@@ -132,7 +136,7 @@ def score_checkpoint(checkpoint: Path, data: Path, cases, tolerance_mm: float = 
     from lkseg.evaluation.organ_scores import score_case
     from lkseg.inference.segmenter import Segmenter
 
-    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", precision="fp32")  # scores in float32 on any CPU
     labels = [(v, name) for v, name in ORGANS.items()]
     scores, t0 = {}, time.perf_counter()
     for n in cases:
