@@ -15,6 +15,7 @@
 #   uxnet240 paper-size 3D UX-Net on a 240x240x200 volume: ours vs the MONAI reference in fp32 and under
 #            fp16 autocast (targets: model time >= 8x the fp32 reference, >= 5x the fp16 one)
 #   uxnet512 the same network on a 512x512x300 CT, file to labels (target < 1 s)
+#   compile  torch.compile and CUDA graphs for UX-Net's fixed 96^3 window batch: do they pay?
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-/tmp/gpu_check}"
@@ -41,12 +42,13 @@ step() {
 
 step env 30 $py -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, \
 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name(0))"
-step tests 120 $py -m pytest -q -p no:cacheprovider -o addopts="" -k "cuda or cudnn" \
+step tests 90 $py -m pytest -q -p no:cacheprovider -o addopts="" -k "cuda or cudnn" \
     Testing/models/test_triton_depthwise.py Testing/models/test_triton_deform.py \
     Testing/inference/test_inference.py Testing/checkpoint/test_checkpoint.py
-step dwconv 90 $py scripts/benchmark_dwconv.py
-step deform 60 $py scripts/benchmark_deform.py
-step uxnet240 120 $py scripts/benchmark_inference.py --network uxnet --ct-size 240 240 200 \
+step dwconv 75 $py scripts/benchmark_dwconv.py
+step deform 45 $py scripts/benchmark_deform.py
+step uxnet240 100 $py scripts/benchmark_inference.py --network uxnet --ct-size 240 240 200 \
     --ct-spacing 1.5 1.5 1.5 --spacing 1.5 --device cuda --reference-amp --json "$out/uxnet240.json"
-step uxnet512 60 $py scripts/benchmark_inference.py --network uxnet --large-ct --spacing 1.5 --device cuda \
+step uxnet512 50 $py scripts/benchmark_inference.py --network uxnet --large-ct --spacing 1.5 --device cuda \
     --no-fp32 --json "$out/uxnet512.json"
+step compile 100 $py scripts/benchmark_compile.py --network uxnet --device cuda --repeat 5
