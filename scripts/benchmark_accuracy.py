@@ -48,16 +48,17 @@ def folds(k: int) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
     return out
 
 
-def markdown(rows: list[dict], minutes: float, split: str) -> str:
+def markdown(rows: list[dict], budget: str, split: str) -> str:
     organs = list(chaos.ORGANS.values())
     head = ("| network | params | budget | trained (s) | steps | " + " | ".join(f"{o} Dice / HD95" for o in organs)
             + " | mean Dice |")
-    lines = [f"Split: {split}. Budget per network: {minutes:g} min of training on this machine's CPU.", "",
+    lines = [f"Split: {split}. Budget per network: {budget} of training on this machine's CPU.", "",
              head, "|" + "---|" * (6 + len(organs))]
     for r in rows:
         cells = [f"{r['organs'][o]['dice']:.3f} / {r['organs'][o]['hd95_mm']:.1f} mm"
                  if r["organs"][o]["hd95_mm"] is not None else f"{r['organs'][o]['dice']:.3f} / -" for o in organs]
-        lines.append(f"| {r['network']} | {r['parameters'] / 1e6:.2f}M | {r['minutes']:g} min | "
+        budget_cell = r.get("budget") or f"{r['minutes']:g} min"
+        lines.append(f"| {r['network']} | {r['parameters'] / 1e6:.2f}M | {budget_cell} | "
                      f"{r.get('train_seconds', '-')} | {r['steps']} | "
                      + " | ".join(cells) + f" | **{r['mean_dice']:.3f}** |")
         if "largest_component" in r:
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.replot:
         payload = json.loads(args.replot.read_text())
-        text = markdown(payload["rows"], payload["minutes"], payload["split"])
+        text = markdown(payload["rows"], payload.get("budget") or f"{payload['minutes']:g} min", payload["split"])
         print(text)
         write_outputs(args.out, args.replot.stem.removeprefix("accuracy_"), text, payload)
         return 0
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="lkseg-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
     split = "fixed 12/3 split (validation: CHAOS ids 31, 32, 33)" if args.folds == 0 else f"{args.folds}-fold CV"
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     tag = "split" if args.folds == 0 else f"cv{args.folds}"
     if (work / "dataset").exists():
         shutil.rmtree(work / "dataset")
@@ -154,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         scores = {cid: s for result, _ in per_fold for cid, s in result["scores"].items()}
         merged = {"scores": scores}
         lcc = {"scores": {cid: s for result, _ in per_fold for cid, s in result["largest_component"]["scores"].items()}}
-        rows.append({"network": name, "parameters": per_fold[0][1]["parameters"], "minutes": args.minutes,
+        rows.append({"network": name, "parameters": per_fold[0][1]["parameters"], "budget": budget,
+                     "minutes": None if args.steps else args.minutes,
                      "steps": "/".join(str(g["steps"]) for _, g in per_fold),
                      "train_seconds": "/".join(f"{g['train_seconds']:.0f}" for _, g in per_fold),
                      "organs": chaos.organ_means(merged), "mean_dice": chaos.mean_dice(merged),
@@ -163,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
                                            "per_case": {cid: [s.as_dict() for s in ss]
                                                         for cid, ss in lcc["scores"].items()}},
                      "seconds_per_case": per_fold[0][0]["seconds_per_case"]})
-    text = markdown(rows, args.minutes, split)
+    text = markdown(rows, budget, split)
     print(text)
     write_outputs(args.out, tag, text, {
-        "split": split, "folds": [[list(t), list(v)] for t, v in folds(args.folds)], "minutes": args.minutes,
+        "split": split, "folds": [[list(t), list(v)] for t, v in folds(args.folds)], "budget": budget,
+        "minutes": None if args.steps else args.minutes,
         "spacing_mm": chaos.SPACING, "roi": chaos.ROI, "intensity": chaos.INTENSITY, "seed": chaos.SEED, "lr": chaos.LR,
         "threads": args.threads, "rows": rows})
     if args.work is None:

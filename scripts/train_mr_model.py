@@ -18,7 +18,7 @@ non-commercial, share-alike. The card and ``Resources/Models/mr_t2_model.LICENSE
 Outputs ``Resources/Models/mr_t2_model.safetensors`` and ``Resources/Data/sample_mr_t2.nii.gz``
 (a byte copy of CHAOS case ``--sample``, one of the training cases):
 
-    python scripts/train_mr_model.py --cv docs/accuracy/accuracy_cv3.json [--architecture segresnet] [--minutes 15]
+    python scripts/train_mr_model.py --cv docs/accuracy/accuracy_cv3.json [--architecture segresnet] [--minutes 15 | --steps N]
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def cv_metrics(path: Path, architecture: str) -> dict:
     if lcc is not None and lcc["mean_dice"] > row["mean_dice"]:
         row = {**row, "organs": lcc["organs"], "mean_dice": lcc["mean_dice"], "per_case": lcc["per_case"],
                "largest_component_chosen": True, "mean_dice_all_components": row["mean_dice"]}
-    return {"cv": cv["split"], "cv_minutes_per_fold": cv["minutes"], "cv_steps_per_fold": row["steps"],
+    return {"cv": cv["split"], "cv_budget_per_fold": cv.get("budget") or f"{cv['minutes']:g} min",
+            "cv_steps_per_fold": row["steps"],
             "cv_train_cases_per_fold": [len(train) for train, _ in cv["folds"]],
             "cv_dice": {o: round(v["dice"], 4) for o, v in row["organs"].items()},
             "cv_hd95_mm": {o: round(v["hd95_mm"], 2) if v["hd95_mm"] is not None else None
@@ -76,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", type=Path, default=chaos.DATA)
     p.add_argument("--cv", type=Path, required=True, help="benchmark_accuracy.py --folds K JSON of this recipe")
     p.add_argument("--architecture", default="segresnet", choices=list(chaos.CANDIDATES))
-    p.add_argument("--minutes", type=float, default=15.0)
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--minutes", type=float, default=15.0)
+    length.add_argument("--steps", type=int, help="a fixed number of steps (as the cross-validation had) instead")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resources", type=Path, default=chaos.REPO / "Resources")
     p.add_argument("--work", type=Path)
@@ -85,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     metrics = cv_metrics(args.cv, args.architecture)
+    budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
 
     from lkseg import __version__
     from lkseg.checkpoint.native import load_state_dict, save_checkpoint
@@ -101,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         if (work / "dataset").exists():
             shutil.rmtree(work / "dataset")
         ds = chaos.build_dataset(args.data, work / "dataset")
-        last, got = chaos.train_candidate(args.architecture, ds, chaos.CASES, (), work, args.minutes, args.threads)
+        last, got = chaos.train_candidate(args.architecture, ds, chaos.CASES, (), work, args.minutes, args.threads,
+                                          args.steps)
         state, card = load_state_dict(last)
     sums = {f"image_{n}.nii.gz": hashlib.sha256((args.data / f"image_{n}.nii.gz").read_bytes()).hexdigest()
             for n in chaos.CASES}
@@ -111,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "15 CHAOS T2-SPIR training cases (Kavur et al., Medical Image Analysis 2021; as preprocessed by Ouyang et "
         "al., ECCV 2020) with their manual liver, kidney and spleen labels. For T2-weighted abdominal MR "
         "(fat-suppressed T2-SPIR); other sequences were not seen. Scores: cross-validation of the same recipe "
-        f"({metrics['cv']}, {metrics['cv_minutes_per_fold']:g} min per fold on "
+        f"({metrics['cv']}, {metrics['cv_budget_per_fold']} per fold on "
         f"{'/'.join(map(str, metrics['cv_train_cases_per_fold']))} cases), each case scored by a "
         "model that never saw it. They are not scores of these weights, which saw all 15 cases and trained for "
-        f"{args.minutes:g} min; no unseen case was left to score them on.")
+        f"{budget}; no unseen case was left to score them on.")
     prov = replace(card.provenance, notes=notes, lkseg_version=__version__, training_data={
         **card.provenance.training_data, "dataset_path": "",
         "source": "CHAOS challenge, MR T2-SPIR training set (DOI 10.5281/zenodo.3431873), preprocessed by "
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "licence": chaos.LICENCE, "labels": "manual (CHAOS experts): liver, right kidney, left kidney, spleen",
         "patients": len(chaos.CASES), "chaos_ids": list(chaos.CASES), "image_sha256": sums,
         "recipe": "scripts/train_mr_model.py (grid, crops, augmentation: scripts/chaos_mr.py)",
-        "minutes": args.minutes, "train_seconds": got["train_seconds"], "seed": chaos.SEED},
+        "budget": budget, "train_seconds": got["train_seconds"], "seed": chaos.SEED},
         metrics={**metrics, "step": got["steps"]})
     inference = replace(card.inference, largest_component=metrics["largest_component"])
     card = replace(card, provenance=prov, inference=inference, modality="MR T2-weighted (T2-SPIR)")
