@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -54,9 +55,11 @@ def bayesian_frequency_matrix(kernel_size: int, alpha: float = 1.0) -> torch.Ten
     """``[k, k, k]`` tensor of ``alpha / (d + alpha)``, d the distance to the kernel centre."""
     if alpha <= 0:
         raise ValueError(f"alpha must be positive, got {alpha}")
-    r = torch.arange(kernel_size, dtype=torch.float64) - kernel_size // 2
-    d = torch.sqrt(r.view(-1, 1, 1) ** 2 + r.view(1, -1, 1) ** 2 + r.view(1, 1, -1) ** 2)
-    return (alpha / (d + alpha)).to(torch.float32)
+    # numpy, then one factory call: tensor arithmetic under a meta-device context (the card checks build
+    # networks there) would import torch._dynamo, a second more on every `lkseg` command
+    r = np.arange(kernel_size, dtype=np.float64) - kernel_size // 2
+    d = np.sqrt(r.reshape(-1, 1, 1) ** 2 + r.reshape(1, -1, 1) ** 2 + r.reshape(1, 1, -1) ** 2)
+    return torch.tensor(alpha / (d + alpha), dtype=torch.float32)
 
 
 class RepUXBlock(nn.Module):

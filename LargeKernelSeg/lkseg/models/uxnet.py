@@ -47,7 +47,7 @@ class UXBlock(nn.Module):
         self.pwconv1 = nn.Conv3d(dim, 4 * dim, kernel_size=1, groups=groups)
         self.act = nn.GELU()
         self.pwconv2 = nn.Conv3d(4 * dim, dim, kernel_size=1, groups=groups)
-        self.gamma = (nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
                       if layer_scale_init_value > 0 else None)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 

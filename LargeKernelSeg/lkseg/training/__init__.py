@@ -14,6 +14,14 @@ from lkseg.training.config import (
     build_parser,
     config_from_args,
 )
-from lkseg.training.train import train
-
 __all__ = ["DEFAULT_STEPS", "TrainConfig", "add_training_arguments", "build_parser", "config_from_args", "train"]
+
+
+def __getattr__(name: str):
+    # ``train`` (torch, MONAI, the trainer) is imported on first use: the command line builds every
+    # subcommand's parser, and ``lkseg segment`` should not pay for importing the trainer
+    if name == "train":
+        from lkseg.training.train import train
+
+        return train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
