@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rescore", action="store_true", help="score the networks an earlier run left in --work")
     p.add_argument("--resume", action="store_true", help="with --work: keep the folds an interrupted run finished "
-                   "(their network has --steps steps), train the others")
+                   "(their network has --steps steps), continue the interrupted one, train the others")
+    p.add_argument("--fold", type=int, help="train and score only this fold (parallel runs; no tables: "
+                   "--rescore with every fold's network in --work writes them)")
     p.add_argument("--work", type=Path, help="keep datasets and jobs here (default: a temp folder)")
     p.add_argument("--out", type=Path, default=chaos.REPO / "docs" / "accuracy", help="where the tables go")
     p.add_argument("--replot", type=Path, metavar="JSON", help="only write the table and plot of an earlier run's JSON")
@@ -133,26 +135,35 @@ def main(argv: list[str] | None = None) -> int:
     split = "fixed 12/3 split (validation: CHAOS ids 31, 32, 33)" if args.folds == 0 else f"{args.folds}-fold CV"
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
     tag = "split" if args.folds == 0 else f"cv{args.folds}"
-    if (work / "dataset").exists():
+    if (work / "dataset").exists() and not args.resume:
         shutil.rmtree(work / "dataset")
-    ds = chaos.build_dataset(args.data, work / "dataset")
+    if (work / "dataset").exists():  # --resume: the dataset the interrupted run trained on
+        from lkseg.dataset.local import LocalDataset
+
+        ds = LocalDataset(work / "dataset")
+    else:
+        ds = chaos.build_dataset(args.data, work / "dataset")
 
     rows = []
     for name in args.candidates:
         per_fold = []
         for f, (train_ids, val_ids) in enumerate(folds(args.folds)):
+            if args.fold is not None and f != args.fold:
+                continue
             last = work / f"fold{f}" / f"job_{name}" / "checkpoints" / "last.safetensors"
             if args.rescore or (args.resume and last.is_file() and chaos.trained_facts(last)["steps"] == args.steps):
                 got = chaos.trained_facts(last)  # trained by an earlier run with the same --work
             else:
                 last, got = chaos.train_candidate(name, ds, train_ids, val_ids, work / f"fold{f}", args.minutes,
-                                                  args.threads, args.steps)
+                                                  args.threads, args.steps, resume=args.resume)
             result = chaos.score_checkpoint(last, args.data, val_ids, largest_component=False)
             # post-processing decided on these scores, nnU-Net's way: only the largest piece of each organ
             result["largest_component"] = chaos.score_checkpoint(last, args.data, val_ids, largest_component=True)
             per_fold.append((result, got))
             print(f"{name} fold {f}: {got['steps']} steps in {got['train_seconds']:.0f} s, mean Dice "
                   f"{chaos.mean_dice(result):.3f} on {list(val_ids)}", flush=True)
+        if args.fold is not None:
+            continue
         scores = {cid: s for result, _ in per_fold for cid, s in result["scores"].items()}
         merged = {"scores": scores}
         lcc = {"scores": {cid: s for result, _ in per_fold for cid, s in result["largest_component"]["scores"].items()}}
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                                            "per_case": {cid: [s.as_dict() for s in ss]
                                                         for cid, ss in lcc["scores"].items()}},
                      "seconds_per_case": per_fold[0][0]["seconds_per_case"]})
+    if args.fold is not None:
+        return 0
     text = markdown(rows, budget, split)
     print(text)
     write_outputs(args.out, tag, text, {

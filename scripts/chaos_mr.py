@@ -43,16 +43,18 @@ LR = 3e-3
 
 
 def train_candidate(name: str, ds, train_ids, val_ids, work: Path, minutes: float, threads: int,
-                    steps: int | None = None) -> tuple[Path, dict]:
+                    steps: int | None = None, resume: bool = False) -> tuple[Path, dict]:
     """Train one candidate from scratch on ``train_ids`` (all of ``ds`` but ``val_ids``; with no
-    ``val_ids``, on every case); returns its final checkpoint and what the run got."""
+    ``val_ids``, on every case); returns its final checkpoint and what the run got. ``resume``: an
+    interrupted run in ``work`` continues where its last resume state left it (the trainer's resume
+    equals the uninterrupted run); otherwise any earlier run there is deleted first."""
     import torch
     from lkseg.training.config import TrainConfig
     from lkseg.training.train import train
 
     val = [case_id(n) for n in val_ids]
     job = work / f"job_{name}"
-    if job.exists():
+    if job.exists() and not resume:
         shutil.rmtree(job)
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
