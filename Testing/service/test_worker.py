@@ -55,6 +55,8 @@ def test_worker_caches_model_cancels_and_recovers(fast_checkpoint: Path, slow_ch
         np.testing.assert_array_equal(first.labels.array, expected)
         assert first.labels.same_grid(image)
         assert first.table.names == ["organ1", "organ2"]
+        assert first.precision == reply1["precision"] in ("fp32", "bf16")  # what the network ran in, passed on
+        assert first.windows == tuple(reply1["windows"]) and first.windows[0] >= 1
         fractions = [f for f, _ in stages]
         assert fractions == sorted(fractions) and fractions[-1] == 1.0
 

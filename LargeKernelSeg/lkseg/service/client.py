@@ -242,7 +242,8 @@ class WorkerClient:
                                              source=f"worker reply for {checkpoint}")
                 self.last_reply = reply
                 return SegmentationResult(labels, table, timings, str(reply.get("device", "")),
-                                          list(reply.get("notes") or []))
+                                          list(reply.get("notes") or []), str(reply.get("precision", "fp32")),
+                                          tuple(reply.get("windows") or (0, 0)))
             finally:
                 self._current = None
                 for path in (src, dst):

@@ -177,6 +177,7 @@ class Worker:
                    "write_output": time.perf_counter() - t0, "worker_total": time.perf_counter() - t_all}
         return {"id": rid, "event": "done", "output": str(msg["output"]), "timings": timings,
                 "loaded_model": loaded, "device": result.device, "notes": list(result.notes),
+                "precision": result.precision, "windows": list(result.windows),
                 "labels": result.table.to_list(), "table_name": getattr(result.table, "name", "")}
 
 
