@@ -72,15 +72,16 @@ def test_crops_are_reproducible_padded_and_rank_dependent():
     assert 8 <= sum(pos) <= 32
 
 
-def test_augmentation_never_mirrors_paired_organs():
+@pytest.mark.parametrize("profile", ["light", "strong"])
+def test_augmentation_never_mirrors_paired_organs(profile):
     """A flipped crop puts the right kidney where the left one is and keeps its label: the sampler's
-    augmentation must rotate, scale and change intensity, never mirror."""
+    augmentation must rotate, scale, deform and change intensity, never mirror."""
     img = torch.rand(1, 32, 32, 16)
     lab = torch.zeros(1, 32, 32, 16, dtype=torch.long)
     lab[0, 2:9, 10:22, 4:12] = 1      # "right kidney" at low X (RAS: X grows to the left)
     lab[0, 23:30, 10:22, 4:12] = 2    # "left kidney" at high X
     lab[0, 12:20, 2:8, 4:12] = 3      # an organ at low Y
-    sampler = CropSampler([Case("a", img, lab)], roi=(32, 32, 16), augment=True)
+    sampler = CropSampler([Case("a", img, lab)], roi=(32, 32, 16), augment=True, profile=profile)
     changed = 0
     for step in range(60):
         _, y = sampler.batch(1, seed=3, rank=0, step=step)
@@ -89,6 +90,34 @@ def test_augmentation_never_mirrors_paired_organs():
         assert xs[0][0] < 16 < xs[1][0], f"step {step}: the paired organs swapped sides"
         assert xs[2][1] < 16, f"step {step}: the volume was mirrored front to back"
     assert changed >= 15  # the spatial augmentation does act
+
+
+def _nonlinearity(x: torch.Tensor) -> float:
+    """RMS residual of the best affine fit of intensity against voxel position (inner voxels)."""
+    v = x[0, 0, 4:-4, 4:-4, 2:-2].double()
+    grid = torch.stack(torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in v.shape), indexing="ij"), -1)
+    a = torch.cat([grid.reshape(-1, 3), torch.ones(v.numel(), 1, dtype=torch.float64)], 1)
+    coef = torch.linalg.lstsq(a, v.reshape(-1, 1)).solution
+    return float((a @ coef - v.reshape(-1, 1)).pow(2).mean().sqrt())
+
+
+def test_strong_profile_deforms_and_changes_contrast_where_light_stays_affine():
+    """An intensity ramp stays a ramp under rotation, scaling and intensity scale/shift (light); the
+    strong profile's elastic field, gamma, noise and blur bend it."""
+    ramp = torch.arange(40, dtype=torch.float32)[:, None, None] / 40 + torch.arange(40)[None, :, None] / 80
+    img = (ramp + torch.zeros(40, 40, 24))[None] + 0.5
+    lab = torch.zeros(1, 40, 40, 24, dtype=torch.long)
+    lab[0, 10:30, 10:30, 6:18] = 1
+    cases = [Case("a", img, lab)]
+    light = [_nonlinearity(CropSampler(cases, (24, 24, 12), profile="light").batch(1, 5, 0, s)[0]) for s in range(24)]
+    strong = [_nonlinearity(CropSampler(cases, (24, 24, 12), profile="strong").batch(1, 5, 0, s)[0])
+              for s in range(24)]
+    assert max(light) < 1e-3, light
+    assert sum(r > 2e-3 for r in strong) >= 6, strong
+    with pytest.raises(LkSegError, match="augmentation profile"):
+        CropSampler(cases, (24, 24, 12), profile="heavy")
+    with pytest.raises(LkSegError, match="--augment-profile"):
+        TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", augment_profile="heavy")
 
 
 def test_split_uses_the_single_case_for_validation_and_says_so():
@@ -187,6 +216,22 @@ def test_minutes_budget_is_measured_again_once_the_steps_are_steady():
     # 20 steps later: they took 1 s each, so the run gets longer, to end near the budget
     assert budget.length(done=23, step=23, elapsed=29.0, step_avg=1.0) == 23 + int(0.95 * 31 / 1)
     assert budget.length(done=43, step=43, elapsed=49.0, step_avg=1.0) is None  # measured twice, then fixed
+
+
+def test_patience_stops_when_validation_dice_stops_improving(tmp_path):
+    """Early stopping: a learning rate too small to change the score leaves validation Dice flat, so
+    --patience 2 with validation every step stops at step 3 (best at step 1) instead of running 20."""
+    make_dataset(tmp_path / "ds", n=2)
+    parent = threshold_checkpoint(tmp_path / "parent.safetensors", scale=0.3)
+    common = dict(dataset=tmp_path / "ds", checkpoint=parent, steps=20, val_every=1, lr=1e-12, device="cpu")
+    best = train(TrainConfig(out=tmp_path / "job", patience=2, **common))
+    rows = read_progress(tmp_path / "job")
+    done = rows[-1]
+    assert done["event"] == "done" and done["stopped_early"] == 3 and done["best_step"] == 1
+    assert max(r["step"] for r in rows) == 3
+    assert read_card(best).provenance.metrics["step"] == 1
+    train(TrainConfig(out=tmp_path / "full", **common))  # without --patience the run goes the distance
+    assert max(r["step"] for r in read_progress(tmp_path / "full")) == 20
 
 
 def test_damaged_resume_state_is_refused_not_silently_restarted(tmp_path):

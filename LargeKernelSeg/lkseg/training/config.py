@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 
 DEFAULT_STEPS = 200
+#: training augmentation profiles (``lkseg.training.crops`` builds them)
+AUGMENT_PROFILES = ("light", "strong")
 
 
 @dataclass
@@ -39,6 +41,7 @@ class TrainConfig:
     minutes: float | None = None
     device: str = "auto"
     val_every: int = 50
+    patience: int | None = None             # early stopping: validations without a better Dice
     checkpoint_every: int = 25
     seed: int = 0
     batch_size: int = 2
@@ -53,6 +56,7 @@ class TrainConfig:
     upkern_from: Path | None = None         # MedNeXt: initialise a kernel-5 net from a kernel-3 checkpoint
     amp: bool = True
     augment: bool = True
+    augment_profile: str = "light"          # "light" or "strong" (elastic, gamma, noise, blur: few patients)
     deterministic: bool = False
     num_threads: int | None = None
     debug_dump_weights: bool = False
@@ -71,7 +75,7 @@ class TrainConfig:
             raise LkSegError("give either --steps or --minutes, not both")
         if self.steps is not None and self.steps < 1:
             raise LkSegError(f"--steps must be at least 1, got {self.steps}")
-        for name in ("batch_size", "val_every", "checkpoint_every"):
+        for name in ("batch_size", "val_every", "checkpoint_every") + (("patience",) if self.patience else ()):
             if int(getattr(self, name)) < 1:
                 raise LkSegError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "minutes"):
@@ -84,6 +88,9 @@ class TrainConfig:
             self.roi = tuple(int(r) for r in self.roi)  # type: ignore[assignment]
             if len(self.roi) != 3 or min(self.roi) < 1:
                 raise LkSegError(f"--roi needs three positive sizes, got {self.roi}")
+        if self.augment_profile not in AUGMENT_PROFILES:
+            raise LkSegError(f"--augment-profile must be one of {', '.join(AUGMENT_PROFILES)}, "
+                             f"got {self.augment_profile!r}")
 
 
 # --------------------------------------------------------------------------- command line
@@ -110,6 +117,9 @@ def add_training_arguments(p: argparse.ArgumentParser, require_source: bool = Fa
     length.add_argument("--minutes", type=positive_float, help="train for about this many minutes")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--val-every", type=positive_int, default=50, help="validate every N steps (and at the end)")
+    p.add_argument("--patience", type=positive_int,
+                   help="early stopping: stop when validation Dice has not improved for N validations "
+                   "(the best checkpoint is kept)")
     p.add_argument("--checkpoint-every", type=positive_int, default=25, help="save resume state every N steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=2, help="crops per step (per process)")
@@ -126,6 +136,9 @@ def add_training_arguments(p: argparse.ArgumentParser, require_source: bool = Fa
     p.add_argument("--no-amp", dest="amp", action="store_false", help="train in float32: no mixed precision (by default bfloat16/float16 on CUDA, "
                    "bfloat16 on CPUs with native bfloat16)")
     p.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--augment-profile", choices=AUGMENT_PROFILES, default="light",
+                   help="light: rotation, scaling, intensity scale/shift; strong: also elastic deformation, "
+                   "gamma, noise and blur (for a dataset of one or a few patients). Never flips.")
     p.add_argument("--deterministic", action="store_true", help="deterministic algorithms (reproducible)")
     p.add_argument("--num-threads", type=positive_int, help="CPU threads per process")
     p.add_argument("--debug-dump-weights", action="store_true",

@@ -18,6 +18,7 @@ import torch
 
 from lkseg.errors import LkSegError
 from lkseg.io.image import Image
+from lkseg.training.config import AUGMENT_PROFILES
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,15 @@ def split_cases(case_ids: list[str], val_cases: Sequence[str] | None, val_fracti
 ROTATE_RAD = (0.05, 0.05, 0.26)
 SCALE = (0.1, 0.1, 0.1)
 
+#: ``strong`` profile, for a dataset of one or a few patients (the bundled CT demo): larger rotations
+#: and scaling, a smooth elastic deformation (MONAI ``Rand3DElasticd``: displacement field smoothed
+#: with ``ELASTIC_SIGMA`` voxels, magnitude ``ELASTIC_MAGNITUDE`` voxels), and intensity changes a
+#: scanner or a patient would make: contrast (gamma), noise, blur.
+STRONG_ROTATE_RAD = (0.09, 0.09, 0.35)
+STRONG_SCALE = (0.15, 0.15, 0.15)
+ELASTIC_SIGMA = (5.0, 7.0)
+ELASTIC_MAGNITUDE = (1.0, 3.0)
+
 
 class CropSampler:
     """Random ``roi`` crops (positive/negative ratio 1:1) with augmentation.
@@ -103,19 +113,21 @@ class CropSampler:
     random affine (p=0.5; :data:`ROTATE_RAD`, :data:`SCALE`; labels nearest-neighbour), a
     random intensity scale (+-10 %, p=0.5) and shift (+-0.1, p=0.5). No flips: a mirrored
     abdomen puts the liver on the left and swaps paired organs (left/right kidney), so a
-    flipped crop teaches the network wrong labels.
+    flipped crop teaches the network wrong labels. ``profile="strong"`` widens the affine, adds an
+    elastic deformation, gamma contrast, Gaussian noise and blur (see :data:`STRONG_ROTATE_RAD`).
     """
 
-    def __init__(self, cases: list[Case], roi: Sequence[int], augment: bool = True) -> None:
+    def __init__(self, cases: list[Case], roi: Sequence[int], augment: bool = True,
+                 profile: str = "light") -> None:
         from monai.transforms import (
             Compose,
             FgBgToIndicesd,
-            RandAffined,
             RandCropByPosNegLabeld,
-            RandScaleIntensityd,
-            RandShiftIntensityd,
             SpatialPadd,
         )
+
+        if profile not in AUGMENT_PROFILES:
+            raise LkSegError(f"unknown augmentation profile {profile!r}: use one of {', '.join(AUGMENT_PROFILES)}")
 
         self.cases = cases
         self.roi = tuple(int(r) for r in roi)
@@ -130,10 +142,7 @@ class CropSampler:
                                        pos=1.0, neg=1.0, num_samples=1, fg_indices_key="label_fg",
                                        bg_indices_key="label_bg")]
         if augment:
-            rand += [RandAffined(keys=["image", "label"], prob=0.5, rotate_range=ROTATE_RAD, scale_range=SCALE,
-                                 mode=("bilinear", "nearest"), padding_mode="border"),
-                     RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-                     RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5)]
+            rand += _augmentations(profile)
         self.transform = Compose(rand)
 
     def batch(self, batch_size: int, seed: int, rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,6 +157,33 @@ class CropSampler:
             xs.append(_plain(out["image"]).float())
             ys.append(_plain(out["label"]).long())
         return torch.stack(xs), torch.stack(ys)
+
+
+def _augmentations(profile: str) -> list:
+    """The random transforms after the crop (never a flip: see :class:`CropSampler`)."""
+    from monai.transforms import (
+        Rand3DElasticd,
+        RandAdjustContrastd,
+        RandAffined,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    both, modes = ["image", "label"], ("bilinear", "nearest")
+    intensity = [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+                 RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5)]
+    if profile == "light":
+        return [RandAffined(keys=both, prob=0.5, rotate_range=ROTATE_RAD, scale_range=SCALE, mode=modes,
+                            padding_mode="border"), *intensity]
+    return [Rand3DElasticd(keys=both, sigma_range=ELASTIC_SIGMA, magnitude_range=ELASTIC_MAGNITUDE, prob=0.7,
+                           rotate_range=STRONG_ROTATE_RAD, scale_range=STRONG_SCALE, mode=modes,
+                           padding_mode="border"),
+            *intensity,
+            RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
+            RandGaussianNoised(keys="image", std=0.03, prob=0.2),
+            RandGaussianSmoothd(keys="image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2)]
 
 
 def _plain(t: Any) -> torch.Tensor:

@@ -66,6 +66,17 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
     return box[0]
 
 
+def mean_over_ranks(value: float, info: DistInfo, device: Any) -> float:
+    """The mean of ``value`` over the ranks (``value`` itself without DDP)."""
+    if not info.initialized:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item()) / info.world_size
+
+
 def barrier(info: DistInfo) -> None:
     if info.initialized:
         import torch.distributed as dist

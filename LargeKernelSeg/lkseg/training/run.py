@@ -16,7 +16,7 @@ import torch
 from lkseg.errors import Cancelled, LkSegError
 from lkseg.training.config import DEFAULT_STEPS
 from lkseg.training.crops import CropSampler, load_cases, split_cases
-from lkseg.training.distributed import DistInfo, barrier, broadcast_object
+from lkseg.training.distributed import DistInfo, barrier, broadcast_object, mean_over_ranks
 from lkseg.training.loop import (
     ProgressLog,
     TimeBudget,
@@ -88,6 +88,7 @@ class Run:
 
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.step, self.best_dice, self.best_step, self.elapsed = 0, -1.0, None, 0.0
+        self.stopped_early: int | None = None
         self.last_val: dict | None = None
         if self._resume():
             return self.best_path
@@ -180,7 +181,8 @@ class Run:
             mine = self.train_ids[self.dist.rank::self.dist.world_size]
         pre = self.card.preprocessing
         vmap = None if all(a == b for a, b in self.value_map.items()) else self.value_map
-        self.sampler = CropSampler(load_cases(self.dataset, mine, pre, vmap), self.roi, augment=cfg.augment)
+        self.sampler = CropSampler(load_cases(self.dataset, mine, pre, vmap), self.roi, augment=cfg.augment,
+                                   profile=cfg.augment_profile)
         self.val_cases = load_cases(self.dataset, self.val_ids, pre, vmap) if self.dist.is_main else []
 
     # ------------------------------------------------------------------ resume
@@ -263,7 +265,7 @@ class Run:
             scaler.update()
             self.scheduler.step()
             self.step += 1
-            loss_value = self._mean_over_ranks(float(loss.detach()))
+            loss_value = mean_over_ranks(float(loss.detach()), self.dist, self.device)
             timer.tick()
             self.elapsed = time.monotonic() - t0
             if budget is not None and (total := budget.length(self.step - start_step, self.step, self.elapsed,
@@ -273,6 +275,8 @@ class Run:
             if self.step % max(1, cfg.val_every) == 0 or self.step >= self.total_steps:
                 val = self._validate()
                 timer.reset()
+                if self._no_longer_improving():
+                    self.total_steps = self.stopped_early = self.step
             self._record(loss_value, val, timer)
             if self.step % max(1, cfg.checkpoint_every) == 0 or self.step >= self.total_steps:
                 self._write_checkpoint(self.last_path)
@@ -282,20 +286,21 @@ class Run:
         if dist.is_main:
             plot_curves(self.log.history, self.out / "curves.png")
             done = {"event": "done", "best": str(self.best_path), "last": str(self.last_path),
+                    "best_step": self.best_step, "stopped_early": self.stopped_early,
                     **self._base_record(loss_value, self.last_val, 0.0)}
             self.log.write(done)
             if self.progress_fn:
                 self.progress_fn({**done, "total_steps": self.total_steps})
         return self.best_path
 
-    def _mean_over_ranks(self, value: float) -> float:
-        if not self.dist.initialized:
-            return value
-        import torch.distributed as tdist
-
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        tdist.all_reduce(t)
-        return float(t.item()) / self.dist.world_size
+    def _no_longer_improving(self) -> bool:
+        """--patience: no better validation Dice for that many validations (the main process decides)."""
+        p, best = self.cfg.patience, self.best_step
+        stop = bool(p) and best is not None and self.step - best >= p * self.cfg.val_every
+        if broadcast_object(stop, self.dist):
+            log.info("step %d: no better validation Dice since step %s; stopping early", self.step, best)
+            return True
+        return False
 
     def _base_record(self, loss: float, val: dict | None, eta: float) -> dict:
         seen = self.step * self.cfg.batch_size * self.dist.world_size
