@@ -78,10 +78,17 @@ def trained_facts(checkpoint: Path) -> dict[str, Any]:
 
     card = read_card(checkpoint)
     params = count_parameters(build_model(card.architecture, 1, card.labels.num_classes, **card.hyperparameters))
-    progress = checkpoint.parent.parent / "progress.jsonl"  # the job folder's log: first to last record
+    from lkseg.training.loop import load_resume
+
+    # the trainer's own clock (resume state), which leaves out the time a stopped run waited to be resumed;
+    # else the job's log, first to last record
+    resume = load_resume(checkpoint.parent / "resume.pt")
+    progress = checkpoint.parent.parent / "progress.jsonl"
     times = [json.loads(line).get("time") for line in progress.read_text().splitlines()] if progress.is_file() else []
     times = [t for t in times if t is not None]
     seconds = round(times[-1] - times[0], 1) if len(times) > 1 else None
+    if resume is not None and resume.get("elapsed_s"):
+        seconds = round(float(resume["elapsed_s"]), 1)
     return {"steps": card.provenance.training_data.get("steps"), "train_seconds": seconds, "parameters": params}
 
 
