@@ -384,6 +384,11 @@ def test_bundled_default_model_says_what_it_was_trained_on():
     assert "NOT FOR CLINICAL USE" in prov.notes and "model" in prov.training_data["labels"]
     assert prov.training_data["patients"] == 1 and prov.training_data["recipe"] == "scripts/train_default_model.py"
     assert set(prov.training_data["heldout_slices_k"]).isdisjoint(prov.training_data["train_slices_k"])
+    # the recipe against overfitting one patient: strong augmentation, early stopping on the held-out slab,
+    # which the card owns up to (its held-out scores chose the checkpoint)
+    assert prov.training_data["augmentation"] == "strong"
+    assert prov.training_data["checkpoint_chosen_by"] == "held-out slab Dice" and "optimistic" in prov.notes
+    assert prov.training_data["best_step"] <= prov.training_data["steps_run"]
     assert set(prov.metrics["heldout_dice"]) == set(card.labels.names)
     sample = DEFAULT_MODEL.parents[1] / "Data" / "sample_ct.nii.gz"
     import hashlib
