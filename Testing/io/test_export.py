@@ -12,6 +12,8 @@ import SimpleITK as sitk
 from lkseg.checkpoint.labels import BTCV, Code, Label, LabelTable
 from lkseg.errors import LkSegError
 from lkseg.io.export import (
+    COUNT_CHUNK_VOXELS,
+    label_voxel_counts,
     organ_volumes,
     overlay_png,
     terminology_tag,
@@ -103,6 +105,27 @@ def test_many_classes_use_uint16(tmp_path: Path) -> None:
 def test_unknown_suffix(tmp_path: Path) -> None:
     with pytest.raises(LkSegError, match="unknown label file type"):
         write_labels(labelled(), BTCV, tmp_path / "labels.png")
+
+
+def test_label_counts_match_bincount_in_memory_that_does_not_grow_with_the_volume() -> None:
+    """Counting a CT-sized label map must not widen it to 8-byte integers all at once (630 MB for a
+    512 x 512 x 300 map): chunks keep the extra memory near 8 bytes x COUNT_CHUNK_VOXELS."""
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    big = rng.integers(0, 6, size=(80, 512, 512), dtype=np.uint8)  # 21 M voxels, 5 chunks
+    tracemalloc.start()
+    counts = label_voxel_counts(big, minlength=3)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(counts, np.bincount(big.ravel()))
+    assert peak < 2 * 8 * COUNT_CHUNK_VOXELS < 8 * big.size, f"{peak / 2**20:.0f} MiB"
+    assert np.array_equal(label_voxel_counts(np.array([[0, 9]], np.uint16), minlength=3), [1] + [0] * 8 + [1])
+    assert len(label_voxel_counts(np.zeros(0, np.uint8), minlength=4)) == 4
+    with pytest.raises(LkSegError, match="non-negative integers"):
+        label_voxel_counts(np.array([-1, 2], np.int16))
+    with pytest.raises(LkSegError, match="non-negative integers"):
+        label_voxel_counts(np.array([0.5]))
 
 
 def test_volumes_in_ml(tmp_path: Path) -> None:

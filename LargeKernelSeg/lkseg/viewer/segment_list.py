@@ -7,6 +7,7 @@ from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QColor, QIcon, QPixmap
 from PyQt5.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
+from lkseg.io.export import label_voxel_counts
 from lkseg.viewer.state import ViewerState
 
 
@@ -40,7 +41,7 @@ class SegmentList(QTableWidget):
         st = self.state
         if st.labels is None or st.image is None:
             return {}
-        counts = np.bincount(st.labels.reshape(-1).astype(np.intp, copy=False), minlength=256)
+        counts = label_voxel_counts(st.labels, minlength=256)
         voxel_ml = float(np.prod(st.image.spacing)) / 1000.0
         return {v: float(counts[v]) * voxel_ml for v in self._values if v < len(counts)}
 
