@@ -64,6 +64,13 @@ if triton is not None:
         return pd, ph, pw
 
     @triton.jit
+    def _tile(pid_s, vol_out, OH, OW, C, BC: tl.constexpr, BS: tl.constexpr):
+        """This program's output voxels (flat index, in-range mask, d/h/w) and channels (index, mask)."""
+        s = pid_s * BS + tl.arange(0, BS)
+        c = tl.program_id(1) * BC + tl.arange(0, BC)
+        return s, s < vol_out, s // (OW * OH), (s // OW) % OH, s % OW, c, c < C
+
+    @triton.jit
     def _deform_fwd_kernel(x_ptr, off_ptr, w_ptr, b_ptr, out_ptr,
                            C, D, H, W, OD, OH, OW, SD, SH, SW, PD, PH, PW, DD, DH, DW,
                            KD: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr,
@@ -73,13 +80,7 @@ if triton is not None:
         n = tl.program_id(2).to(tl.int64)
         vol_out = OD * OH * OW
         vol_in = D * H * W
-        s = pid_s * BS + tl.arange(0, BS)
-        s_ok = s < vol_out
-        ow = s % OW
-        oh = (s // OW) % OH
-        od = s // (OW * OH)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        c_ok = c < C
+        s, s_ok, od, oh, ow, c, c_ok = _tile(pid_s, vol_out, OH, OW, C, BC, BS)
         rows = (n * C + c.to(tl.int64)) * vol_in  # [BC] start of each channel's volume
         off_base = off_ptr + n * (3 * TAPS) * vol_out
         acc = tl.zeros((BC, BS), dtype=CDT)
@@ -127,13 +128,7 @@ if triton is not None:
         n = tl.program_id(2).to(tl.int64)
         vol_out = OD * OH * OW
         vol_in = D * H * W
-        s = pid_s * BS + tl.arange(0, BS)
-        s_ok = s < vol_out
-        ow = s % OW
-        oh = (s // OW) % OH
-        od = s // (OW * OH)
-        c = tl.program_id(1) * BC + tl.arange(0, BC)
-        c_ok = c < C
+        s, s_ok, od, oh, ow, c, c_ok = _tile(pid_s, vol_out, OH, OW, C, BC, BS)
         tile_ok = c_ok[:, None] & s_ok[None, :]
         rows = (n * C + c.to(tl.int64)) * vol_in
         off_base = off_ptr + n * (3 * TAPS) * vol_out
