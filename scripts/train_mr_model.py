@@ -4,7 +4,7 @@
 What it is: a small network (``--architecture``, the registry's small configuration; chosen by
 ``benchmark_accuracy.py``) trained by the recipe in ``chaos_mr.py`` (3 x 3 x 7.7 mm grid, z-score
 per volume, 96 x 96 x 32 crops, rotation/scaling/intensity augmentation, no flips) on ALL 15
-CHAOS T2-SPIR cases with their manual labels, for ``--minutes`` on this machine's CPU. Nothing is
+CHAOS T2-SPIR cases with their manual labels, for the budget its cross-validation had per fold. Nothing is
 selected on any score: the weights are those at the end of the budget.
 
 Its scores come from a cross-validation of the same recipe run before it
@@ -18,7 +18,9 @@ non-commercial, share-alike. The card and ``Resources/Models/mr_t2_model.LICENSE
 Outputs ``Resources/Models/mr_t2_model.safetensors`` and ``Resources/Data/sample_mr_t2.nii.gz``
 (a byte copy of CHAOS case ``--sample``, one of the training cases):
 
-    python scripts/train_mr_model.py --cv docs/accuracy/accuracy_cv3.json [--architecture segresnet] [--minutes 15 | --steps N]
+    python scripts/train_mr_model.py --cv docs/accuracy/accuracy_cv3.json [--architecture segresnet] [--minutes M | --steps N]
+
+The bundled model: ``--cv docs/accuracy/accuracy_cv3.json`` (2400 steps per fold, so 2400 steps here).
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cv", type=Path, required=True, help="benchmark_accuracy.py --folds K JSON of this recipe")
     p.add_argument("--architecture", default="segresnet", choices=list(chaos.CANDIDATES))
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--minutes", type=float, default=15.0)
-    length.add_argument("--steps", type=int, help="a fixed number of steps (as the cross-validation had) instead")
+    length.add_argument("--minutes", type=float, help="a wall-clock budget (default: the cross-validation's "
+                        "budget per fold, in steps or minutes, so the final model trains as the folds did)")
+    length.add_argument("--steps", type=int, help="a fixed number of steps instead")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resources", type=Path, default=chaos.REPO / "Resources")
     p.add_argument("--work", type=Path)
@@ -88,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     metrics = cv_metrics(args.cv, args.architecture)
+    if args.minutes is None and args.steps is None:  # as the folds were trained
+        per_fold = str(metrics["cv_budget_per_fold"])
+        if per_fold.endswith(" steps"):
+            args.steps = int(per_fold.split()[0])
+        else:
+            args.minutes = float(per_fold.split()[0])
     budget = f"{args.steps} steps" if args.steps else f"{args.minutes:g} min"
 
     from lkseg import __version__

@@ -73,7 +73,7 @@ def test_demo_runs_the_mr_model_on_the_sample_mr(tmp_path):
     assert labels.same_grid(ref, atol=1e-3)
     for value, name in enumerate(ORGANS, start=1):
         assert name in proc.stdout
-        assert dice(labels.array == value, np.rint(ref.array) == value) > 0.85, name  # a training case: 0.93-0.96
+        assert dice(labels.array == value, np.rint(ref.array) == value) > 0.85, name  # a training case: 0.94-0.97
     # right kidney on the patient's right: lower x in LPS than the left kidney
     lps = labels.ijk_to_lps()
 
