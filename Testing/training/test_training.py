@@ -116,6 +116,8 @@ def test_strong_profile_deforms_and_changes_contrast_where_light_stays_affine():
     assert sum(r > 2e-3 for r in strong) >= 6, strong
     with pytest.raises(LkSegError, match="augmentation profile"):
         CropSampler(cases, (24, 24, 12), profile="heavy")
+    with pytest.raises(LkSegError, match="--patience must be at least 1"):
+        TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", patience=0)
     with pytest.raises(LkSegError, match="--augment-profile"):
         TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", augment_profile="heavy")
 

@@ -75,7 +75,8 @@ class TrainConfig:
             raise LkSegError("give either --steps or --minutes, not both")
         if self.steps is not None and self.steps < 1:
             raise LkSegError(f"--steps must be at least 1, got {self.steps}")
-        for name in ("batch_size", "val_every", "checkpoint_every") + (("patience",) if self.patience else ()):
+        positive = ("batch_size", "val_every", "checkpoint_every") + (("patience",) if self.patience is not None else ())
+        for name in positive:
             if int(getattr(self, name)) < 1:
                 raise LkSegError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         for name in ("lr", "minutes"):
