@@ -116,8 +116,6 @@ def test_strong_profile_deforms_and_changes_contrast_where_light_stays_affine():
     assert sum(r > 2e-3 for r in strong) >= 6, strong
     with pytest.raises(LkSegError, match="augmentation profile"):
         CropSampler(cases, (24, 24, 12), profile="heavy")
-    with pytest.raises(LkSegError, match="--patience must be at least 1"):
-        TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", patience=0)
     with pytest.raises(LkSegError, match="--augment-profile"):
         TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", augment_profile="heavy")
 
@@ -234,6 +232,8 @@ def test_patience_stops_when_validation_dice_stops_improving(tmp_path):
     assert read_card(best).provenance.metrics["step"] == 1
     train(TrainConfig(out=tmp_path / "full", **common))  # without --patience the run goes the distance
     assert max(r["step"] for r in read_progress(tmp_path / "full")) == 20
+    with pytest.raises(LkSegError, match="--patience must be at least 1"):
+        TrainConfig(dataset=Path("d"), out=Path("o"), architecture="uxnet", patience=0)
 
 
 def test_damaged_resume_state_is_refused_not_silently_restarted(tmp_path):
