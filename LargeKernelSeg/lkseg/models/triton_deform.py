@@ -51,7 +51,8 @@ if triton is not None:
     @triton.jit
     def _tap_position(off_base, t, vol_out, s, s_ok, od, oh, ow, SD, SH, SW, PD, PH, PW, DD, DH, DW,
                       KH: tl.constexpr, KW: tl.constexpr, CDT: tl.constexpr):
-        """Sampling position (d, h, w) of tap ``t`` at output voxels ``s``."""
+        """Sampling position of tap ``t`` at output voxels ``s``: the lower corner (d0, h0, w0) of its
+        trilinear cell and the fractions (fd, fh, fw) past it."""
         i = t // (KH * KW)
         j = (t // KW) % KH
         k = t % KW
@@ -61,7 +62,10 @@ if triton is not None:
         pd = (od * SD - PD + i * DD).to(CDT) + off_d
         ph = (oh * SH - PH + j * DH).to(CDT) + off_h
         pw = (ow * SW - PW + k * DW).to(CDT) + off_w
-        return pd, ph, pw
+        d0f = tl.floor(pd)
+        h0f = tl.floor(ph)
+        w0f = tl.floor(pw)
+        return d0f.to(tl.int32), h0f.to(tl.int32), w0f.to(tl.int32), pd - d0f, ph - h0f, pw - w0f
 
     @triton.jit
     def _tile(pid_s, vol_out, OH, OW, C, BC: tl.constexpr, BS: tl.constexpr):
@@ -85,17 +89,8 @@ if triton is not None:
         off_base = off_ptr + n * (3 * TAPS) * vol_out
         acc = tl.zeros((BC, BS), dtype=CDT)
         for t in tl.static_range(TAPS):
-            pd, ph, pw = _tap_position(off_base, t, vol_out, s, s_ok, od, oh, ow, SD, SH, SW, PD, PH, PW,
-                                       DD, DH, DW, KH, KW, CDT)
-            d0f = tl.floor(pd)
-            h0f = tl.floor(ph)
-            w0f = tl.floor(pw)
-            fd = pd - d0f
-            fh = ph - h0f
-            fw = pw - w0f
-            d0 = d0f.to(tl.int32)
-            h0 = h0f.to(tl.int32)
-            w0 = w0f.to(tl.int32)
+            d0, h0, w0, fd, fh, fw = _tap_position(off_base, t, vol_out, s, s_ok, od, oh, ow, SD, SH, SW,
+                                                   PD, PH, PW, DD, DH, DW, KH, KW, CDT)
             val = tl.zeros((BC, BS), dtype=CDT)
             for corner in tl.static_range(8):
                 dz = corner // 4
@@ -138,17 +133,8 @@ if triton is not None:
         # this tile's row of the per-tile weight-gradient partials [N * S-blocks, C, TAPS]
         gw_row = gw_ptr + ((n * tl.num_programs(0) + pid_s) * C + c) * TAPS
         for t in tl.static_range(TAPS):
-            pd, ph, pw = _tap_position(off_base, t, vol_out, s, s_ok, od, oh, ow, SD, SH, SW, PD, PH, PW,
-                                       DD, DH, DW, KH, KW, CDT)
-            d0f = tl.floor(pd)
-            h0f = tl.floor(ph)
-            w0f = tl.floor(pw)
-            fd = pd - d0f
-            fh = ph - h0f
-            fw = pw - w0f
-            d0 = d0f.to(tl.int32)
-            h0 = h0f.to(tl.int32)
-            w0 = w0f.to(tl.int32)
+            d0, h0, w0, fd, fh, fw = _tap_position(off_base, t, vol_out, s, s_ok, od, oh, ow, SD, SH, SW,
+                                                   PD, PH, PW, DD, DH, DW, KH, KW, CDT)
             wt = tl.load(w_ptr + c * TAPS + t, mask=c_ok, other=0.0).to(CDT)
             g = go * wt[:, None]  # d loss / d sample
             val = tl.zeros((BC, BS), dtype=CDT)
