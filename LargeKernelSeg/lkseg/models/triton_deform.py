@@ -68,6 +68,22 @@ if triton is not None:
         return d0f.to(tl.int32), h0f.to(tl.int32), w0f.to(tl.int32), pd - d0f, ph - h0f, pw - w0f
 
     @triton.jit
+    def _corner(corner, d0, h0, w0, fd, fh, fw, s_ok, D, H, W):
+        """Corner ``corner`` (0-7) of each voxel's trilinear cell: its flat input index (0 outside the
+        input), whether it lies inside, its trilinear factors along d, h, w and their derivatives
+        along the sampling position."""
+        dz = corner // 4
+        dy = (corner // 2) % 2
+        dx = corner % 2
+        z = d0 + dz
+        y = h0 + dy
+        x = w0 + dx
+        ok = s_ok & (z >= 0) & (z < D) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
+        idx = tl.where(ok, (z * H + y) * W + x, 0)
+        return (idx, ok, fd * dz + (1.0 - fd) * (1 - dz), fh * dy + (1.0 - fh) * (1 - dy),
+                fw * dx + (1.0 - fw) * (1 - dx), 2.0 * dz - 1.0, 2.0 * dy - 1.0, 2.0 * dx - 1.0)
+
+    @triton.jit
     def _tile(pid_s, vol_out, OH, OW, C, BC: tl.constexpr, BS: tl.constexpr):
         """This program's output voxels (flat index, in-range mask, d/h/w) and channels (index, mask)."""
         s = pid_s * BS + tl.arange(0, BS)
@@ -93,18 +109,9 @@ if triton is not None:
                                                    PD, PH, PW, DD, DH, DW, KH, KW, CDT)
             val = tl.zeros((BC, BS), dtype=CDT)
             for corner in tl.static_range(8):
-                dz = corner // 4
-                dy = (corner // 2) % 2
-                dx = corner % 2
-                z = d0 + dz
-                y = h0 + dy
-                x = w0 + dx
-                ok = s_ok & (z >= 0) & (z < D) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-                idx = tl.where(ok, (z * H + y) * W + x, 0)
-                wgt = (fd * dz + (1.0 - fd) * (1 - dz)) * (fh * dy + (1.0 - fh) * (1 - dy)) * \
-                    (fw * dx + (1.0 - fw) * (1 - dx))
+                idx, ok, a_d, a_h, a_w, _, _, _ = _corner(corner, d0, h0, w0, fd, fh, fw, s_ok, D, H, W)
                 v = tl.load(x_ptr + rows[:, None] + idx[None, :], mask=c_ok[:, None] & ok[None, :], other=0.0)
-                val += wgt[None, :] * v.to(CDT)
+                val += (a_d * a_h * a_w)[None, :] * v.to(CDT)
             wt = tl.load(w_ptr + c * TAPS + t, mask=c_ok, other=0.0).to(CDT)
             acc += wt[:, None] * val
         if HAS_BIAS:
@@ -142,20 +149,7 @@ if triton is not None:
             grad_h = tl.zeros((BC, BS), dtype=CDT)
             grad_w = tl.zeros((BC, BS), dtype=CDT)
             for corner in tl.static_range(8):
-                dz = corner // 4
-                dy = (corner // 2) % 2
-                dx = corner % 2
-                z = d0 + dz
-                y = h0 + dy
-                x = w0 + dx
-                ok = s_ok & (z >= 0) & (z < D) & (y >= 0) & (y < H) & (x >= 0) & (x < W)
-                idx = tl.where(ok, (z * H + y) * W + x, 0)
-                a_d = fd * dz + (1.0 - fd) * (1 - dz)  # trilinear factors of this corner ...
-                a_h = fh * dy + (1.0 - fh) * (1 - dy)
-                a_w = fw * dx + (1.0 - fw) * (1 - dx)
-                sd = 2.0 * dz - 1.0  # ... and their derivatives along the position
-                sh = 2.0 * dy - 1.0
-                sw = 2.0 * dx - 1.0
+                idx, ok, a_d, a_h, a_w, sd, sh, sw = _corner(corner, d0, h0, w0, fd, fh, fw, s_ok, D, H, W)
                 m = c_ok[:, None] & ok[None, :]
                 v = tl.load(x_ptr + rows[:, None] + idx[None, :], mask=m, other=0.0).to(CDT)
                 val += (a_d * a_h * a_w)[None, :] * v
