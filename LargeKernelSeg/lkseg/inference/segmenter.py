@@ -188,20 +188,20 @@ class Segmenter:
         return torch.device("cpu") if self.device.type == "mps" else self.device
 
     def _preprocess(self, image: Image, notes: list[str]) -> Preprocessed:
-        try:
-            prep = preprocess(image, self.card.preprocessing, self._resample_device(), self.skip_empty_windows,
+        def on(device: torch.device | str) -> Preprocessed:
+            prep = preprocess(image, self.card.preprocessing, device, self.skip_empty_windows,
                               getattr(self.card, "modality", ""))
             prep.tensor = prep.tensor.to(self.device)
             return prep
+
+        try:
+            return on(self._resample_device())
         except Exception as exc:  # noqa: BLE001
             if self.device.type == "cpu" or not is_oom(exc):
                 raise
             self._empty_cache()
             notes.append(f"out of memory while resampling on {self.device}: resampled on the CPU")
-            prep = preprocess(image, self.card.preprocessing, "cpu", self.skip_empty_windows,
-                              getattr(self.card, "modality", ""))
-            prep.tensor = prep.tensor.to(self.device)
-            return prep
+            return on("cpu")
 
     def _back_to_source(self, probs: torch.Tensor, prep: Preprocessed, num_classes: int,
                         notes: list[str], progress: Callable[[float], None] | None = None) -> np.ndarray:
